@@ -128,7 +128,9 @@ def add_watermark(x: torch.Tensor, value: float, patch: int = 2, corner: str = "
         Where the patch goes.
     """
     if x.dim() != 4:
-        raise ValueError(f"add_watermark expects images of shape (N, C, H, W), got {tuple(x.shape)}")
+        raise ValueError(
+            f"add_watermark expects images of shape (N, C, H, W), got {tuple(x.shape)}"
+        )
     rows = {"top": slice(0, patch), "bottom": slice(x.shape[-2] - patch, x.shape[-2])}
     cols = {"left": slice(0, patch), "right": slice(x.shape[-1] - patch, x.shape[-1])}
     try:

@@ -1,0 +1,321 @@
+"""Figures that teach: zero-centred heatmaps, overlays, labelled grids and word heatmaps.
+
+Relevance is signed. Every map here uses one diverging colormap whose centre (white) is
+exactly zero: red is evidence *for* the explained output, blue evidence *against* it, and
+the colour scale is symmetric, ``[-vmax, vmax]``, so that equal colours mean equal
+magnitudes on both sides.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.colors import LinearSegmentedColormap
+from matplotlib.figure import Figure
+
+__all__ = ["CMAP", "grid", "heatmap", "overlay", "symmetric_limit", "to_map", "words_html"]
+
+#: Blue (negative) - white (zero) - red (positive). A perceptually ordered variant of the
+#: "bwr" map used in the LRP literature.
+CMAP = LinearSegmentedColormap.from_list(
+    "lrp",
+    [
+        "#053061",
+        "#2166ac",
+        "#4393c3",
+        "#92c5de",
+        "#f7f7f7",
+        "#f4a582",
+        "#d6604d",
+        "#b2182b",
+        "#67001f",
+    ],
+)
+
+
+def to_map(relevance: Any) -> np.ndarray:
+    """Turn a relevance tensor into a 2-D array for display.
+
+    Accepts shapes ``(H, W)``, ``(C, H, W)`` and ``(1, C, H, W)``; channels are summed, since
+    relevance is additive. A vector of length ``n*n`` is reshaped to ``(n, n)``.
+    """
+    if isinstance(relevance, torch.Tensor):
+        relevance = relevance.detach().cpu().double().numpy()
+    array = np.asarray(relevance, dtype=np.float64)
+    if array.ndim == 4:
+        if array.shape[0] != 1:
+            raise ValueError(f"to_map got a batch of {array.shape[0]} maps; pass one at a time")
+        array = array[0]
+    if array.ndim == 3:
+        array = array.sum(axis=0)
+    if array.ndim == 1:
+        side = int(round(np.sqrt(array.size)))
+        if side * side != array.size:
+            raise ValueError(f"cannot display a vector of length {array.size} as a square image")
+        array = array.reshape(side, side)
+    if array.ndim != 2:
+        raise ValueError(f"cannot display relevance of shape {np.shape(relevance)} as an image")
+    return array
+
+
+def symmetric_limit(*maps: Any, percentile: float = 100.0) -> float:
+    """The colour limit ``vmax`` shared by ``maps``: the given percentile of ``|R|``.
+
+    Returns 1.0 when every value is zero, so that an all-zero map is drawn white.
+    """
+    values = np.concatenate([np.abs(to_map(m)).ravel() for m in maps])
+    limit = float(np.percentile(values, percentile)) if values.size else 0.0
+    return limit if limit > 0 else 1.0
+
+
+def heatmap(
+    relevance: Any,
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    colorbar: bool = True,
+    vmax: float | None = None,
+    percentile: float = 100.0,
+) -> Axes:
+    """Draw a relevance map with zero at the centre of the colour scale.
+
+    Parameters
+    ----------
+    relevance : tensor or array
+        ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)``; channels are summed.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure is made when omitted.
+    title : str, optional
+        Axes title.
+    colorbar : bool
+        Add a colour bar labelled "relevance".
+    vmax : float, optional
+        Colour limit; the scale is ``[-vmax, vmax]``. Defaults to the ``percentile`` of |R|.
+    percentile : float
+        Used when ``vmax`` is None; values beyond it saturate (e.g. 99.5 for noisy maps).
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    array = to_map(relevance)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 3.0))
+    limit = vmax if vmax is not None else symmetric_limit(array, percentile=percentile)
+    image = ax.imshow(array, cmap=CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    if colorbar:
+        bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label("relevance")
+    return ax
+
+
+def overlay(
+    image: Any,
+    relevance: Any,
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    alpha: float = 0.7,
+    vmax: float | None = None,
+    colorbar: bool = False,
+) -> Axes:
+    """Draw a relevance map over a grey-scale version of the input image.
+
+    The image is shown in grey; the heatmap is drawn on top with an opacity that grows with
+    ``|R|``, so irrelevant pixels show the input and relevant ones show their colour.
+    """
+    img = to_map(image)
+    rel = to_map(relevance)
+    if img.shape != rel.shape:
+        raise ValueError(f"image {img.shape} and relevance {rel.shape} must have the same size")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 3.0))
+    lo, hi = float(img.min()), float(img.max())
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+    limit = vmax if vmax is not None else symmetric_limit(rel)
+    rgba = CMAP((np.clip(rel / limit, -1, 1) + 1) / 2)
+    rgba[..., 3] = alpha * np.clip(np.abs(rel) / limit, 0, 1)
+    ax.imshow(rgba, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    if colorbar:
+        mappable = plt.cm.ScalarMappable(cmap=CMAP, norm=plt.Normalize(-limit, limit))
+        ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04).set_label("relevance")
+    return ax
+
+
+def _as_rows(maps: Any) -> list[list[Any]]:
+    if isinstance(maps, torch.Tensor | np.ndarray):
+        if maps.ndim < 3:
+            raise ValueError("grid expects maps of shape [rows, cols, H, W] or a nested list")
+        return [list(row) for row in maps]
+    rows = [list(row) for row in maps]
+    if not rows or not all(rows):
+        raise ValueError("grid needs at least one row and one column of maps")
+    return rows
+
+
+def grid(
+    maps: Any,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    *,
+    scale: str = "row",
+    images: Sequence[Any] | None = None,
+    image_label: str = "input",
+    cell_size: float = 1.6,
+    percentile: float = 100.0,
+    colorbar: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """A labelled grid of heatmaps, e.g. rows = inputs, columns = methods.
+
+    Parameters
+    ----------
+    maps : nested list or tensor ``[rows, cols, H, W]``
+        The relevance maps (``None`` entries are left blank).
+    row_labels, col_labels : sequence of str, optional
+        Labels written left of each row and above each column.
+    scale : {"row", "cell", "all"}
+        Colour scale shared by each row (default: compare methods on one input), by each cell
+        alone, or by the whole grid.
+    images : sequence, optional
+        One input image per row, drawn in grey in an extra first column.
+    image_label : str
+        Title of that extra column.
+    cell_size : float
+        Size of one cell in inches.
+    percentile : float
+        Percentile of |R| that sets each scale's limit.
+    colorbar : bool
+        Add one colour bar per row (``scale="row"``) or one for the grid (``scale="all"``).
+    title : str, optional
+        Figure title.
+    """
+    if scale not in {"row", "cell", "all"}:
+        raise ValueError(f"scale must be 'row', 'cell' or 'all', got {scale!r}")
+    rows = _as_rows(maps)
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    if row_labels is not None and len(row_labels) != n_rows:
+        raise ValueError(f"{len(row_labels)} row labels for {n_rows} rows")
+    if col_labels is not None and len(col_labels) != n_cols:
+        raise ValueError(f"{len(col_labels)} column labels for {n_cols} columns")
+    if images is not None and len(images) != n_rows:
+        raise ValueError(f"{len(images)} images for {n_rows} rows")
+    offset = 1 if images is not None else 0
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols + offset,
+        figsize=(
+            cell_size * (n_cols + offset) + (0.8 if colorbar else 0.3),
+            cell_size * n_rows + 0.4,
+        ),
+        squeeze=False,
+    )
+    present = [m for row in rows for m in row if m is not None]
+    global_limit = symmetric_limit(*present, percentile=percentile) if present else 1.0
+    for i, row in enumerate(rows):
+        row_present = [m for m in row if m is not None]
+        row_limit = symmetric_limit(*row_present, percentile=percentile) if row_present else 1.0
+        if images is not None:
+            axes[i, 0].imshow(to_map(images[i]), cmap="gray", interpolation="nearest")
+            axes[i, 0].set_xticks([])
+            axes[i, 0].set_yticks([])
+            if i == 0:
+                axes[i, 0].set_title(image_label, fontsize=9)
+        for j in range(n_cols):
+            ax = axes[i, j + offset]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            m = row[j] if j < len(row) else None
+            if m is None:
+                ax.axis("off")
+                continue
+            limit = {"row": row_limit, "all": global_limit}.get(scale)
+            heatmap(m, ax=ax, colorbar=False, vmax=limit, percentile=percentile)
+            if i == 0 and col_labels is not None:
+                ax.set_title(col_labels[j], fontsize=9)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=9)
+        if colorbar and scale == "row":
+            mappable = plt.cm.ScalarMappable(cmap=CMAP, norm=plt.Normalize(-row_limit, row_limit))
+            fig.colorbar(mappable, ax=list(axes[i]), fraction=0.02, pad=0.01)
+    if colorbar and scale == "all":
+        mappable = plt.cm.ScalarMappable(cmap=CMAP, norm=plt.Normalize(-global_limit, global_limit))
+        fig.colorbar(mappable, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01).set_label(
+            "relevance"
+        )
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+class _HTML:
+    """Minimal rich-display object (works without IPython installed)."""
+
+    def __init__(self, data: str) -> None:
+        self.data = data
+
+    def _repr_html_(self) -> str:
+        return self.data
+
+    def __str__(self) -> str:
+        return self.data
+
+
+def words_html(
+    tokens: Sequence[str],
+    relevances: Any,
+    *,
+    vmax: float | None = None,
+    show_values: bool = False,
+) -> _HTML:
+    """Colour each word by its relevance (red positive, blue negative, white zero).
+
+    Parameters
+    ----------
+    tokens : sequence of str
+        The words, in order.
+    relevances : sequence of float or tensor
+        One relevance per word.
+    vmax : float, optional
+        Relevance that gets the full colour; defaults to ``max |R|``.
+    show_values : bool
+        Write each word's relevance under it as a tooltip and in small print.
+
+    Returns
+    -------
+    An object with ``_repr_html_`` that notebooks display as coloured text; ``str()`` gives
+    the HTML.
+    """
+    if isinstance(relevances, torch.Tensor):
+        relevances = relevances.detach().cpu().double().tolist()
+    values = [float(v) for v in relevances]
+    if len(values) != len(tokens):
+        raise ValueError(f"{len(tokens)} tokens but {len(values)} relevances")
+    limit = vmax if vmax is not None else (max((abs(v) for v in values), default=0.0) or 1.0)
+    spans = []
+    for token, value in zip(tokens, values, strict=True):
+        r, g, b, _ = CMAP(0.5 + 0.5 * float(np.clip(value / limit, -1, 1)))
+        colour = f"rgb({int(255 * r)},{int(255 * g)},{int(255 * b)})"
+        text = html.escape(str(token))
+        extra = f"<sub style='font-size:0.6em'>{value:+.2f}</sub>" if show_values else ""
+        spans.append(
+            f"<span title='{value:+.4f}' style='background-color:{colour};padding:1px 3px;"
+            f"margin:1px;border-radius:3px;color:black'>{text}{extra}</span>"
+        )
+    return _HTML(
+        "<div style='line-height:1.9;font-family:sans-serif'>" + " ".join(spans) + "</div>"
+    )
