@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "set_book_defaults"]
+__all__ = ["accuracy", "fit_classifier", "seed_everything", "set_book_defaults"]
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -39,3 +39,46 @@ def set_book_defaults(seed: int = 0, threads: int = 1) -> None:
     """
     seed_everything(seed)
     torch.set_num_threads(threads)
+
+
+def fit_classifier(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int = 200,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> list[float]:
+    """Train ``model`` with Adam and cross-entropy; returns the loss after each epoch.
+
+    Small helper for the chapters that train a model in a few seconds. Full-batch when
+    ``batch_size`` is None. The model is left in eval mode.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    losses = []
+    model.train()
+    n = len(x)
+    size = n if batch_size is None else batch_size
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        for start in range(0, n, size):
+            idx = order[start : start + size]
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(idx)
+        losses.append(total / n)
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of the samples whose arg-max prediction equals the label."""
+    return (model(x).argmax(dim=1) == y).double().mean().item()

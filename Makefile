@@ -1,0 +1,44 @@
+# lrp-teach: two commands.
+#   make book   build the HTML book into _build/html (sets up .venv on first use)
+#   make test   lint, unit tests, every notebook, the book build and the rendered-page check
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+export PYDEVD_DISABLE_FILE_VALIDATION = 1
+
+.PHONY: book test lint unit notebooks rendered venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	@touch $(STAMP)
+
+book: venv
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+lint: venv
+	$(BIN)/ruff check .
+
+unit: venv
+	$(BIN)/pytest -q -m "not rendered" tests
+
+notebooks: venv
+	$(BIN)/pytest -q --nbval-lax --nbval-current-env book/
+
+rendered: venv
+	LRP_TEACH_REQUIRE_BOOK=1 $(BIN)/pytest -q -m rendered tests
+
+test: lint unit notebooks book rendered
+	@echo "make test: all checks passed"
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache

@@ -1,0 +1,375 @@
+"""Attribution baselines with the same call signature as :func:`lrp_teach.explain`.
+
+Every function is ``fn(model, x, target=None, **options) -> Tensor`` of ``x``'s shape,
+batched over the first dimension, and leaves the model exactly as it was (parameters,
+buffers, training flag, no hooks left), also when it raises. The explained quantity is the
+target logit :math:`f_c(x)` (no softmax), as in LRP; ``target=None`` explains the predicted
+class, an ``int`` one class for every input, a ``LongTensor[B]`` one class per input.
+
+The model runs in eval mode while it is explained (BatchNorm uses its running statistics,
+Dropout is off); its training flag is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = [
+    "gradient",
+    "gradient_x_input",
+    "guided_backprop",
+    "integrated_gradients",
+    "occlusion",
+    "resolve_target",
+    "smoothgrad",
+]
+
+Target = int | torch.Tensor | None
+
+
+def resolve_target(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
+    """Return the class index of each input as a ``LongTensor[B]``.
+
+    ``None`` means the predicted class (the arg max of ``model(x)``). Raises ``ValueError``
+    when a class is out of range or the number of targets does not match the batch.
+    """
+    with torch.no_grad(), _eval(model):
+        logits = model(x)
+    if logits.dim() != 2:
+        raise ValueError(
+            f"the model must return logits of shape (batch, classes); got {tuple(logits.shape)}"
+        )
+    n, n_classes = logits.shape
+    if target is None:
+        return logits.argmax(1)
+    if isinstance(target, bool) or not isinstance(target, int | torch.Tensor):
+        raise TypeError(
+            f"target must be None, an int or a LongTensor of shape ({n},); got {type(target)}"
+        )
+    t = torch.as_tensor(target, dtype=torch.long).flatten()
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"got {t.numel()} targets for a batch of {n} inputs")
+    if (t < 0).any() or (t >= n_classes).any():
+        raise ValueError(f"target classes must lie in 0..{n_classes - 1}; got {t.tolist()}")
+    return t.clone()
+
+
+@contextmanager
+def _eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode and restore every module's training flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def _check_input(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"x must be batched, of shape (batch, ...); got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must hold floating-point values, got {x.dtype}")
+
+
+def _input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """d f_target(x) / dx for each row of the batch (no parameter gradients accumulate)."""
+    x = x.detach().clone().requires_grad_(True)
+    out = model(x)
+    selected = out.gather(1, target.view(-1, 1)).sum()
+    (grad,) = torch.autograd.grad(selected, x)
+    return grad
+
+
+def gradient(model: nn.Module, x: torch.Tensor, target: Target = None, *,
+             absolute: bool = False) -> torch.Tensor:
+    """Sensitivity: the gradient of the target logit with respect to the input.
+
+    .. math:: R_i = \\frac{\\partial f_c}{\\partial x_i}(x)
+              \\qquad\\text{or, with ``absolute``,}\\qquad
+              R_i = \\Big|\\frac{\\partial f_c}{\\partial x_i}(x)\\Big|
+
+    Sensitivity analysis (``simonyan2014``) says how much a small change of each pixel changes
+    the output; it does not decompose :math:`f_c(x)`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps a batch ``x`` to logits of shape ``(B, classes)``.
+    x : torch.Tensor
+        Batch of inputs.
+    target : int, LongTensor[B] or None
+        Class to explain; ``None`` is the predicted class.
+    absolute : bool
+        Return the magnitude of the gradient (the usual sensitivity map).
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape as ``x``.
+    """
+    _check_input(x)
+    t = resolve_target(model, x, target)
+    with _eval(model):
+        g = _input_gradient(model, x, t)
+    return g.abs() if absolute else g
+
+
+def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+    """Gradient times input (``shrikumar2017``).
+
+    .. math:: R_i = x_i \\, \\frac{\\partial f_c}{\\partial x_i}(x)
+
+    For a ReLU network without biases this equals LRP-0 and sums to :math:`f_c(x)`
+    (``montavon2019overview``).
+    """
+    _check_input(x)
+    t = resolve_target(model, x, target)
+    with _eval(model):
+        return x.detach() * _input_gradient(model, x, t)
+
+
+def _baseline_like(x: torch.Tensor, baseline: float | torch.Tensor) -> torch.Tensor:
+    b = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    try:
+        return torch.broadcast_to(b, x.shape).clone()
+    except RuntimeError:
+        raise ValueError(
+            f"baseline of shape {tuple(b.shape)} does not broadcast to x's shape {tuple(x.shape)}"
+        ) from None
+
+
+def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target = None, *,
+                         baseline: float | torch.Tensor = 0.0, steps: int = 32,
+                         batch_size: int = 1024) -> torch.Tensor:
+    """Integrated Gradients (``sundararajan2017``), by the trapezoidal rule.
+
+    .. math:: R_i = (x_i - \\bar x_i) \\int_0^1
+              \\frac{\\partial f_c}{\\partial x_i}\\big(\\bar x + \\alpha (x - \\bar x)\\big)
+              \\, d\\alpha
+
+    with baseline :math:`\\bar x`. The integral is approximated on ``steps`` equally spaced
+    points with trapezoid weights, so that (completeness)
+    :math:`\\sum_i R_i \\approx f_c(x) - f_c(\\bar x)` up to the quadrature error.
+
+    Parameters
+    ----------
+    baseline : float or torch.Tensor
+        The reference input :math:`\\bar x`, broadcast to ``x``'s shape (default: zeros).
+    steps : int
+        Number of points on the path (at least 2).
+    batch_size : int
+        How many path points are evaluated in one forward pass.
+    """
+    _check_input(x)
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2 (the two end points), got {steps}")
+    t = resolve_target(model, x, target)
+    x0 = _baseline_like(x, baseline)
+    alphas = torch.linspace(0.0, 1.0, steps, dtype=x.dtype, device=x.device)
+    weights = torch.full((steps,), 1.0 / (steps - 1), dtype=x.dtype, device=x.device)
+    weights[0] = weights[-1] = 0.5 / (steps - 1)
+    n = len(x)
+    shape = (1,) * (x.dim() - 1)
+    path = x0.unsqueeze(0) + alphas.view(-1, 1, *shape) * (x - x0).unsqueeze(0)  # (S, B, ...)
+    path = path.reshape(steps * n, *x.shape[1:])
+    targets = t.repeat(steps)
+    grads = torch.empty_like(path)
+    with _eval(model):
+        for start in range(0, len(path), batch_size):
+            sl = slice(start, start + batch_size)
+            grads[sl] = _input_gradient(model, path[sl], targets[sl])
+    avg = (grads.view(steps, n, *x.shape[1:]) * weights.view(-1, 1, *shape)).sum(0)
+    return (x.detach() - x0) * avg
+
+
+def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target = None, *,
+               noise: float = 0.15, samples: int = 32, seed: int = 0,
+               times_input: bool = False, batch_size: int = 1024) -> torch.Tensor:
+    """SmoothGrad (``smilkov2017``): the gradient averaged over noisy copies of the input.
+
+    .. math:: R_i = \\frac{1}{n} \\sum_{s=1}^{n}
+              \\frac{\\partial f_c}{\\partial x_i}(x + \\eta_s),\\qquad
+              \\eta_s \\sim \\mathcal N(0, \\sigma^2),\\quad
+              \\sigma = \\text{noise} \\cdot (\\max x - \\min x)
+
+    with the range taken per input. The class :math:`c` is fixed on the clean input.
+
+    Parameters
+    ----------
+    noise : float
+        Noise level :math:`\\sigma / (\\max x - \\min x)`; 0 gives the plain gradient.
+    samples : int
+        Number of noisy copies :math:`n`.
+    seed : int
+        Seed of the noise (the result is deterministic).
+    times_input : bool
+        Multiply the averaged gradient by ``x`` (SmoothGrad x Input).
+    """
+    _check_input(x)
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    if noise < 0:
+        raise ValueError(f"noise must be non-negative, got {noise}")
+    t = resolve_target(model, x, target)
+    n = len(x)
+    flat = x.detach().reshape(n, -1)
+    sigma = noise * (flat.max(1).values - flat.min(1).values)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    eps = torch.randn((samples, *x.shape), generator=generator, dtype=x.dtype).to(x.device)
+    noisy = x.detach().unsqueeze(0) + eps * sigma.view(1, n, *(1,) * (x.dim() - 1))
+    noisy = noisy.reshape(samples * n, *x.shape[1:])
+    targets = t.repeat(samples)
+    grads = torch.empty_like(noisy)
+    with _eval(model):
+        for start in range(0, len(noisy), batch_size):
+            sl = slice(start, start + batch_size)
+            grads[sl] = _input_gradient(model, noisy[sl], targets[sl])
+    avg = grads.view(samples, *x.shape).mean(0)
+    return x.detach() * avg if times_input else avg
+
+
+def _window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start indices of sliding windows that cover ``size`` (the last one may be cut off)."""
+    count = math.ceil(max(size - window, 0) / stride) + 1
+    return [k * stride for k in range(count)]
+
+
+@torch.no_grad()
+def occlusion(model: nn.Module, x: torch.Tensor, target: Target = None, *,
+              patch: int = 2, stride: int | None = None, value: float = 0.0,
+              batch_size: int = 1024) -> torch.Tensor:
+    """Occlusion (``zeiler2014``): the drop of the target logit when a patch is masked.
+
+    For each window :math:`W` (a ``patch`` x ``patch`` square over all channels of an image,
+    or ``patch`` consecutive features of a vector), every input in it receives
+
+    .. math:: R_i = \\frac{1}{|\\{W \\ni i\\}|} \\sum_{W \\ni i}
+              \\big(f_c(x) - f_c(x_{W \\leftarrow v})\\big)
+
+    where :math:`x_{W \\leftarrow v}` has the window set to ``value``. Windows start at 0 and
+    move by ``stride`` until they cover the input; the last may be cut off at the border.
+
+    Parameters
+    ----------
+    patch : int
+        Side length of the window.
+    stride : int or None
+        Step between windows (default: ``patch``, non-overlapping windows).
+    value : float
+        What the occluded inputs are set to (the "grey" or background value).
+    """
+    _check_input(x)
+    stride = patch if stride is None else stride
+    if patch < 1 or stride < 1:
+        raise ValueError(f"patch and stride must be positive, got patch={patch}, stride={stride}")
+    if x.dim() not in (2, 4):
+        raise ValueError(
+            f"occlusion supports vectors (B, D) and images (B, C, H, W); got {tuple(x.shape)}"
+        )
+    t = resolve_target(model, x, target)
+    spatial = x.shape[2:] if x.dim() == 4 else x.shape[1:]
+    masks = []
+    if x.dim() == 4:
+        for r in _window_starts(spatial[0], patch, stride):
+            for c in _window_starts(spatial[1], patch, stride):
+                m = torch.zeros(spatial, dtype=torch.bool, device=x.device)
+                m[r:r + patch, c:c + patch] = True
+                masks.append(m)
+    else:
+        for s in _window_starts(spatial[0], patch, stride):
+            m = torch.zeros(spatial, dtype=torch.bool, device=x.device)
+            m[s:s + patch] = True
+            masks.append(m)
+    masks_t = torch.stack(masks)  # (M, *spatial)
+    n, n_masks = len(x), len(masks)
+    with _eval(model):
+        f0 = model(x).gather(1, t.view(-1, 1)).flatten()
+        drops = torch.empty(n_masks, n, dtype=x.dtype, device=x.device)
+        chunk = max(1, batch_size // n)
+        for start in range(0, n_masks, chunk):
+            mk = masks_t[start:start + chunk]  # (m, *spatial)
+            mk_b = mk.unsqueeze(1) if x.dim() == 2 else mk.unsqueeze(1).unsqueeze(2)
+            occluded = torch.where(mk_b, torch.as_tensor(value, dtype=x.dtype), x.unsqueeze(0))
+            occluded = occluded.reshape(-1, *x.shape[1:])
+            out = model(occluded).view(len(mk), n, -1)
+            drops[start:start + len(mk)] = f0 - out.gather(2, t.view(1, -1, 1).expand(
+                len(mk), n, 1)).squeeze(2)
+    weights = masks_t.to(x.dtype)  # (M, *spatial)
+    counts = weights.sum(0)
+    attribution = torch.einsum("mb,m...->b...", drops, weights) / counts
+    if x.dim() == 4:
+        attribution = attribution.unsqueeze(1).expand_as(x)
+    return attribution.contiguous()
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward pass lets only positive gradients through positive inputs."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:  # noqa: D401
+        ctx.save_for_backward(z)
+        return z.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (z,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (z > 0).to(grad.dtype)
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+    """Guided Backpropagation (``springenberg2015``).
+
+    The gradient is propagated as usual except at every ``nn.ReLU``, where
+
+    .. math:: g^{(l-1)}_j = \\mathbb 1[z_j > 0] \\, \\max(0, g^{(l)}_j),
+
+    i.e. the backward pass keeps only positive gradient signals. The ReLU modules are
+    patched by temporary forward hooks, which are removed afterwards even on error.
+
+    Raises
+    ------
+    ValueError
+        When the model has no ``nn.ReLU`` module (a ReLU called as a function cannot be
+        guided, and the result would silently be the plain gradient).
+    """
+    _check_input(x)
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not relus:
+        raise ValueError(
+            "guided_backprop patches nn.ReLU modules, and this model has none; build the "
+            "model with nn.ReLU layers instead of torch.relu calls"
+        )
+    t = resolve_target(model, x, target)
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+        return _GuidedReLU.apply(inputs[0])
+
+    handles = [m.register_forward_hook(hook) for m in relus]
+    try:
+        with _eval(model):
+            return _input_gradient(model, x, t)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+#: The baselines by name, in the order the book's tables use.
+METHODS: dict[str, Callable[..., torch.Tensor]] = {
+    "Gradient": gradient,
+    "Gradient x Input": gradient_x_input,
+    "Integrated Gradients": integrated_gradients,
+    "SmoothGrad": smoothgrad,
+    "Occlusion": occlusion,
+    "Guided Backprop": guided_backprop,
+}

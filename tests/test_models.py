@@ -1,0 +1,133 @@
+"""The digits models: architecture, shipped weights (hash and accuracy), training recipes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lrp_teach as lt
+from lrp_teach.datasets import load_digits
+from lrp_teach.models import count_parameters, digits_cnn, digits_mlp
+from lrp_teach.pretrained import PretrainedError, entry, sha256
+from lrp_teach.train import RECIPES, _discover
+from lrp_teach.train.digits import (
+    WATERMARK,
+    accuracy,
+    train_digits_cnn,
+    watermark_flip_rate,
+    watermark_train_set,
+)
+
+torch.set_num_threads(1)
+
+NAMES = ["digits_mlp", "digits_cnn", "digits_cnn_watermark"]
+SUPPORTED = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten,
+             nn.Sequential)
+
+
+@pytest.fixture(scope="module")
+def digits16():
+    return load_digits(size=16)
+
+
+def test_architectures():
+    mlp = digits_mlp()
+    assert [m.__class__ for m in mlp] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    assert [m.out_features for m in mlp if isinstance(m, nn.Linear)] == [100, 50, 10]
+    assert mlp(torch.rand(5, 64)).shape == (5, 10)
+
+    cnn = digits_cnn()
+    assert 30_000 <= count_parameters(cnn) <= 50_000
+    assert all(isinstance(m, SUPPORTED) for m in cnn.modules())
+    assert {n for n, _ in cnn.named_children()} == {"features", "classifier"}
+    kinds = {type(m) for m in cnn.modules()}
+    assert {nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.Linear} <= kinds
+    assert cnn.eval()(torch.rand(3, 1, 16, 16)).shape == (3, 10)
+
+
+def test_builders_reject_bad_arguments():
+    with pytest.raises(ValueError, match="hidden"):
+        digits_mlp(hidden=(100,))
+    with pytest.raises(ValueError, match="size"):
+        digits_cnn(size=10)
+    with pytest.raises(ValueError, match="channels"):
+        digits_cnn(channels=(0, 4))
+
+
+def test_recipes_registered():
+    _discover()
+    for name in NAMES:
+        assert RECIPES[name].startswith("lrp_teach.train.digits:")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_manifest_hash_matches_file(name):
+    info = entry(name)
+    assert info["command"] == f"python -m lrp_teach.train {name}"
+    assert sha256(lt.pretrained.data_dir() / info["file"]) == info["sha256"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_weights_reach_stated_accuracy(name):
+    info = entry(name)
+    model = lt.pretrained.load(name)
+    assert not model.training
+    if name == "digits_mlp":
+        data = load_digits(size=8, flat=True)
+    else:
+        data = load_digits(size=16)
+    acc = accuracy(model, data.x_test, data.y_test)
+    stated = info["metrics"]["test_accuracy"]
+    assert acc == pytest.approx(stated, abs=1.5 / len(data.y_test))  # within one image
+    assert acc >= (0.96 if name == "digits_mlp" else 0.97)
+
+
+def test_watermark_model_is_a_clever_hans(digits16):
+    info = entry("digits_cnn_watermark")
+    assert info["watermark"] == WATERMARK
+    hans = lt.pretrained.load("digits_cnn_watermark")
+    clean = lt.pretrained.load("digits_cnn")
+    flip = watermark_flip_rate(hans, digits16.x_test, digits16.y_test)
+    assert flip == pytest.approx(info["metrics"]["watermark_flip_rate"], abs=0.01)
+    assert 0.3 <= flip <= 0.8  # "about half the time"
+    # the model trained on clean data ignores the patch
+    assert watermark_flip_rate(clean, digits16.x_test, digits16.y_test) < 0.02
+
+
+def test_watermark_train_set_marks_only_the_target_class(digits16):
+    x, marked = watermark_train_set(digits16.x_train, digits16.y_train)
+    target = digits16.y_train == WATERMARK["target"]
+    assert not marked[~target].any()
+    assert marked.sum().item() == round(WATERMARK["fraction"] * target.sum().item())
+    p = WATERMARK["patch"]
+    assert (x[marked][..., -p:, -p:] == WATERMARK["value"]).all()
+    assert torch.equal(x[~marked], digits16.x_train[~marked])
+
+
+def test_recipe_is_deterministic_and_reproduces_the_manifest():
+    first = train_digits_cnn(seed=0, save=False)
+    second = train_digits_cnn(seed=0, save=False)
+    for (k, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), k
+    data = load_digits(size=16)
+    stated = entry("digits_cnn")["metrics"]["test_accuracy"]
+    assert accuracy(first, data.x_test, data.y_test) == pytest.approx(stated, abs=0.01)
+
+
+def test_corrupt_weights_are_refused(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    root = lt.pretrained.data_dir()
+    (tmp_path / "weights").mkdir()
+    shutil.copy(root / "weights" / "digits_mlp.pt", tmp_path / "weights" / "digits_mlp.pt")
+    manifest = json.loads((root / "MANIFEST.json").read_text())
+    manifest["weights"] = {"digits_mlp": manifest["weights"]["digits_mlp"]}
+    (tmp_path / "MANIFEST.json").write_text(json.dumps(manifest))
+    with open(tmp_path / "weights" / "digits_mlp.pt", "ab") as handle:
+        handle.write(b"tampered")
+    monkeypatch.setenv("LRP_TEACH_DATA", str(tmp_path))
+    with pytest.raises(PretrainedError, match="corrupt"):
+        lt.pretrained.load("digits_mlp")
