@@ -78,7 +78,7 @@ def _padding(layer: nn.Module) -> tuple[int, ...]:
     if isinstance(pad, str):
         if pad == "valid":
             return (0,) * nd
-        totals = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
+        totals = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size, strict=True)]
         if any(t % 2 for t in totals):
             raise TypeError(
                 f"{type(layer).__name__} with padding='same' and an even kernel pads "
@@ -334,7 +334,6 @@ class AlphaBeta(Rule):
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         b = op.bias_or_zero()
         bp, bn = b.clamp(min=0), b.clamp(max=0)
-        n = w.shape[0]
         if bool((a >= 0).all()):
             a_pos, a_neg = a, None
         else:

@@ -19,8 +19,14 @@ from lrp_teach import baselines as bl
 from lrp_teach.models import digits_cnn
 
 torch.set_num_threads(1)
-ALL = [bl.gradient, bl.gradient_x_input, bl.integrated_gradients, bl.smoothgrad, bl.occlusion,
-       bl.guided_backprop]
+ALL = [
+    bl.gradient,
+    bl.gradient_x_input,
+    bl.integrated_gradients,
+    bl.smoothgrad,
+    bl.occlusion,
+    bl.guided_backprop,
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,7 @@ def cnn():
 
 @pytest.fixture(scope="module")
 def images():
-    return torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1),
-                      dtype=torch.float64)
+    return torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +64,10 @@ def test_linear_closed_forms(linear):
     assert torch.allclose(bl.integrated_gradients(linear, x, t, steps=2), x * w[t])
     assert torch.allclose(bl.occlusion(linear, x, t, patch=1), x * w[t])
     assert torch.allclose(bl.smoothgrad(linear, x, t, noise=0.5, samples=4), w[t])
-    assert torch.allclose(bl.guided_backprop(nn.Sequential(linear[0], nn.ReLU()), x, t),
-                          w[t] * (linear(x).gather(1, t.view(-1, 1)) > 0))
+    assert torch.allclose(
+        bl.guided_backprop(nn.Sequential(linear[0], nn.ReLU()), x, t),
+        w[t] * (linear(x).gather(1, t.view(-1, 1)) > 0),
+    )
 
 
 def test_gradient_matches_captum(cnn, images):
@@ -75,8 +82,9 @@ def test_gradient_matches_captum(cnn, images):
 def test_integrated_gradients_matches_captum_and_completeness(cnn, images):
     t = torch.tensor([1, 2, 3, 4])
     ours = bl.integrated_gradients(cnn, images, t, steps=20)
-    theirs = IntegratedGradients(cnn).attribute(images, target=t, n_steps=20,
-                                                method="riemann_trapezoid")
+    theirs = IntegratedGradients(cnn).attribute(
+        images, target=t, n_steps=20, method="riemann_trapezoid"
+    )
     # captum's trapezoid weights are 1/n (halved at the ends), which add up to (n-1)/n
     # instead of 1; ours are 1/(n-1), so the two differ by exactly that factor
     assert torch.allclose(ours, theirs * 20 / 19, atol=1e-10)
@@ -104,8 +112,9 @@ def test_occlusion_matches_captum(cnn, images, patch, stride):
     t = torch.tensor([7, 1, 0, 2])
     ours = bl.occlusion(cnn, images, t, patch=patch, stride=stride, batch_size=37)
     s = stride or patch
-    theirs = Occlusion(cnn).attribute(images, target=t, sliding_window_shapes=(1, patch, patch),
-                                      strides=(1, s, s), baselines=0.0)
+    theirs = Occlusion(cnn).attribute(
+        images, target=t, sliding_window_shapes=(1, patch, patch), strides=(1, s, s), baselines=0.0
+    )
     assert ours.dtype == torch.float64  # captum returns float32 here, so compare at that level
     assert torch.allclose(ours, theirs.double(), atol=1e-6)
 
@@ -120,20 +129,22 @@ def test_guided_backprop_matches_captum(cnn, images):
 
 def test_smoothgrad_properties(cnn, images):
     t = torch.tensor([0, 1, 2, 3])
-    assert torch.allclose(bl.smoothgrad(cnn, images, t, noise=0.0, samples=3),
-                          bl.gradient(cnn, images, t), atol=1e-12)
+    assert torch.allclose(
+        bl.smoothgrad(cnn, images, t, noise=0.0, samples=3), bl.gradient(cnn, images, t), atol=1e-12
+    )
     a = bl.smoothgrad(cnn, images, t, samples=8, seed=3)
     assert torch.equal(a, bl.smoothgrad(cnn, images, t, samples=8, seed=3, batch_size=5))
     assert not torch.allclose(a, bl.smoothgrad(cnn, images, t, samples=8, seed=4))
-    assert torch.allclose(bl.smoothgrad(cnn, images, t, samples=8, seed=3, times_input=True),
-                          a * images)
+    assert torch.allclose(
+        bl.smoothgrad(cnn, images, t, samples=8, seed=3, times_input=True), a * images
+    )
 
 
 @pytest.mark.parametrize("method", ALL, ids=lambda f: f.__name__)
 def test_batched_equals_one_by_one(cnn, images, method):
     t = torch.tensor([4, 0, 9, 2])
     batch = method(cnn, images, t)
-    single = torch.cat([method(cnn, images[i:i + 1], int(t[i])) for i in range(len(images))])
+    single = torch.cat([method(cnn, images[i : i + 1], int(t[i])) for i in range(len(images))])
     assert batch.shape == images.shape
     if method is bl.smoothgrad:  # the noise depends on the batch; compare the statistics
         assert (batch - single).abs().max() < 0.5 * batch.abs().max()

@@ -109,9 +109,7 @@ def test_notebook_has_exercises_with_solutions_and_summary(path):
             f"{path.name}: exercise {label} has no solution"
         )
     assert text.count("{solution-start}") == text.count("{solution-end}"), path.name
-    solution_cells = [
-        c for c in nb["cells"] if "solution" in c.get("metadata", {}).get("tags", [])
-    ]
+    solution_cells = [c for c in nb["cells"] if "solution" in c.get("metadata", {}).get("tags", [])]
     assert solution_cells, f"{path.name}: solution code cells must be tagged 'solution'"
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "lt.exercises.check_" in code, f"{path.name}: no exercise is graded by a checker"

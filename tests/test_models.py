@@ -22,8 +22,7 @@ from lrp_teach.train.digits import (
 torch.set_num_threads(1)
 
 NAMES = ["digits_mlp", "digits_cnn", "digits_cnn_watermark"]
-SUPPORTED = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten,
-             nn.Sequential)
+SUPPORTED = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Sequential)
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +107,7 @@ def test_watermark_train_set_marks_only_the_target_class(digits16):
 def test_recipe_is_deterministic_and_reproduces_the_manifest():
     first = train_digits_cnn(seed=0, save=False)
     second = train_digits_cnn(seed=0, save=False)
-    for (k, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(),
-                              strict=True):
+    for (k, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     data = load_digits(size=16)
     stated = entry("digits_cnn")["metrics"]["test_accuracy"]

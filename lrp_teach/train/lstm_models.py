@@ -39,7 +39,7 @@ SENTIMENT = {
     # double negation is rare in training, so the model has a construction it can get wrong
     "template_weights": {
         "plain": 1.0, "negation": 1.0, "neither": 1.0, "and": 1.0,
-        "contrast": 1.0, "not_but": 1.0, "double": 0.06,
+        "contrast": 1.0, "not_but": 1.0, "double": 0.01,
     },
 }
 

@@ -1,0 +1,470 @@
+"""Measuring explanation quality: perturbation curves and AOPC, ground-truth metrics, and the
+model-parameter randomization sanity check.
+
+Everything is batched over images. The perturbation curves of a whole test set are computed
+with a few large forward passes instead of one pass per image and step
+(:func:`perturbation_curve`); :func:`perturbation_curve_loop` is the slow per-image reference
+that the tests compare it with.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .baselines import Target, resolve_target
+
+__all__ = [
+    "RandomizationResult",
+    "aopc",
+    "cascading_randomization",
+    "model_randomization",
+    "perturbation_curve",
+    "perturbation_curve_loop",
+    "pointing_game",
+    "pool",
+    "region_map",
+    "region_order",
+    "region_relevance",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
+    "spearman",
+]
+
+ORDERS = ("morf", "lerf", "random")
+
+
+# ----------------------------------------------------------------------------- regions
+def _spatial(x: torch.Tensor) -> tuple[int, ...]:
+    if x.dim() == 4:
+        return tuple(x.shape[2:])
+    if x.dim() == 2:
+        return tuple(x.shape[1:])
+    raise ValueError(
+        f"expected images (B, C, H, W) or vectors (B, D); got a tensor of shape {tuple(x.shape)}"
+    )
+
+
+def region_map(shape: tuple[int, ...], patch: int, device: torch.device | None = None
+               ) -> torch.Tensor:
+    """Region index of every pixel for non-overlapping ``patch`` x ``patch`` squares.
+
+    ``shape`` is ``(H, W)`` for images or ``(D,)`` for vectors (then regions are runs of
+    ``patch`` consecutive features). Regions are numbered row by row; at the right and
+    bottom borders they may be cut off.
+    """
+    if patch < 1:
+        raise ValueError(f"patch must be a positive number of pixels, got {patch}")
+    if len(shape) == 1:
+        return torch.arange(shape[0], device=device) // patch
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (H, W) or (D,), got {shape}")
+    h, w = shape
+    rows = torch.arange(h, device=device) // patch
+    cols = torch.arange(w, device=device) // patch
+    return rows.view(-1, 1) * math.ceil(w / patch) + cols.view(1, -1)
+
+
+def region_relevance(R: torch.Tensor, patch: int) -> torch.Tensor:
+    """Relevance of each region: the sum of ``R`` over its pixels (and channels).
+
+    Returns a tensor of shape ``(B, n_regions)``.
+    """
+    spatial = _spatial(R)
+    ids = region_map(spatial, patch, R.device).flatten()
+    per_pixel = (R.sum(1) if R.dim() == 4 else R).reshape(len(R), -1)
+    out = torch.zeros(len(R), int(ids.max()) + 1, dtype=R.dtype, device=R.device)
+    return out.index_add_(1, ids, per_pixel)
+
+
+def region_order(R: torch.Tensor, patch: int = 1, order: str = "morf", seed: int = 0
+                 ) -> torch.Tensor:
+    """The order in which regions are perturbed, as region indices of shape ``(B, n_regions)``.
+
+    ``"morf"``: most relevant first (decreasing region relevance); ``"lerf"``: least relevant
+    first; ``"random"``: a seeded random permutation per image (``R`` is ignored). Ties keep
+    the region order (stable sort).
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    scores = region_relevance(R, patch)
+    if order == "random":
+        generator = torch.Generator().manual_seed(seed)
+        keys = torch.rand(scores.shape, generator=generator)
+        return keys.argsort(1).to(R.device)
+    return scores.argsort(1, descending=(order == "morf"), stable=True)
+
+
+def _fill_like(x: torch.Tensor, fill: str | float | torch.Tensor, low: float, high: float,
+               seed: int) -> torch.Tensor:
+    if isinstance(fill, str):
+        if fill != "uniform":
+            raise ValueError(f"fill must be 'uniform', a number or a tensor; got {fill!r}")
+        generator = torch.Generator().manual_seed(seed)
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return low + (high - low) * u
+    f = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    try:
+        return torch.broadcast_to(f, x.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"fill of shape {tuple(f.shape)} does not broadcast to x's shape {tuple(x.shape)}"
+        ) from None
+
+
+def _score(model: nn.Module, x: torch.Tensor, t: torch.Tensor, output: str) -> torch.Tensor:
+    out = model(x)
+    if output == "probability":
+        out = out.softmax(1)
+    elif output != "logit":
+        raise ValueError(f"output must be 'logit' or 'probability', got {output!r}")
+    return out.gather(1, t.view(-1, 1)).flatten()
+
+
+def _prepare(model, x, R, target, patch, steps, per_step, order, fill, low, high, seed):
+    if R.shape != x.shape:
+        raise ValueError(f"R must have x's shape {tuple(x.shape)}, got {tuple(R.shape)}")
+    if per_step < 1:
+        raise ValueError(f"per_step must be at least 1, got {per_step}")
+    spatial = _spatial(x)
+    ids = region_map(spatial, patch, x.device)
+    n_regions = int(ids.max()) + 1
+    max_steps = math.ceil(n_regions / per_step)
+    steps = max_steps if steps is None else steps
+    if not 1 <= steps <= max_steps:
+        raise ValueError(f"steps must lie in 1..{max_steps} for {n_regions} regions, got {steps}")
+    t = resolve_target(model, x, target)
+    ranking = region_order(R, patch, order, seed=seed + 1)
+    rank = torch.empty_like(ranking)
+    rank.scatter_(1, ranking, torch.arange(n_regions, device=x.device).expand_as(ranking))
+    pixel_rank = rank[:, ids.flatten()].view(len(x), *spatial)  # (B, *spatial)
+    if x.dim() == 4:
+        pixel_rank = pixel_rank.unsqueeze(1)
+    return t, steps, pixel_rank, _fill_like(x, fill, low, high, seed)
+
+
+@torch.no_grad()
+def perturbation_curve(model: nn.Module, x: torch.Tensor, R: torch.Tensor,
+                       target: Target = None, *, patch: int = 2, steps: int | None = None,
+                       per_step: int = 1, order: str = "morf",
+                       fill: str | float | torch.Tensor = "uniform", low: float = 0.0,
+                       high: float = 1.0, seed: int = 0, output: str = "logit",
+                       batch_size: int = 4096) -> torch.Tensor:
+    """Region perturbation (pixel flipping) of Samek et al. (``samek2017evaluating``), batched.
+
+    The image is cut into non-overlapping ``patch`` x ``patch`` regions, ranked by their
+    summed relevance. Step :math:`k` replaces the first :math:`k \\cdot` ``per_step`` regions
+    of that order by the fill values, giving :math:`x^{(k)}`:
+
+    .. math:: x^{(0)} = x,\\qquad x^{(k)} = g\\big(x^{(k-1)}, r_k\\big),\\quad k = 1..L
+
+    and the curve records :math:`f_c(x^{(k)})`. The default fill draws each replaced pixel
+    uniformly from ``[low, high]`` (the same random image for every order, so that orders are
+    compared on equal terms).
+
+    Parameters
+    ----------
+    model, x, target
+        As in :func:`lrp_teach.explain`; the target class is fixed on the clean input.
+    R : torch.Tensor
+        Relevance of ``x``'s shape that ranks the regions (ignored for ``order="random"``).
+    patch : int
+        Side length of a region, in pixels (features for vector inputs).
+    steps : int or None
+        Number of perturbation steps :math:`L` (default: until every region is replaced).
+    per_step : int
+        Regions replaced per step.
+    order : {"morf", "lerf", "random"}
+        Most relevant first, least relevant first, or a seeded random order.
+    fill : "uniform", float or tensor
+        Replacement values.
+    low, high : float
+        Range of the uniform fill (the pixel range of the data).
+    seed : int
+        Seed of the fill and of the random order.
+    output : {"logit", "probability"}
+        The score recorded at each step.
+    batch_size : int
+        Perturbed images per forward pass.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(B, L + 1)``: the score before any perturbation, then after each step.
+    """
+    t, steps, pixel_rank, fill_values = _prepare(model, x, R, target, patch, steps, per_step,
+                                                 order, fill, low, high, seed)
+    n = len(x)
+    flat_b = torch.arange(n, device=x.device).repeat_interleave(steps + 1)
+    flat_k = torch.arange(steps + 1, device=x.device).repeat(n) * per_step
+    out = torch.empty(n * (steps + 1), dtype=x.dtype, device=x.device)
+    view = (-1,) + (1,) * (x.dim() - 1)
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        for start in range(0, len(flat_b), batch_size):
+            b = flat_b[start:start + batch_size]
+            k = flat_k[start:start + batch_size]
+            mask = pixel_rank[b] < k.view(view)
+            xs = torch.where(mask, fill_values[b], x[b])
+            out[start:start + batch_size] = _score(model, xs, t[b], output)
+    finally:
+        for module, flag in flags:
+            module.training = flag
+    return out.view(n, steps + 1)
+
+
+@torch.no_grad()
+def perturbation_curve_loop(model: nn.Module, x: torch.Tensor, R: torch.Tensor,
+                            target: Target = None, *, patch: int = 2, steps: int | None = None,
+                            per_step: int = 1, order: str = "morf",
+                            fill: str | float | torch.Tensor = "uniform", low: float = 0.0,
+                            high: float = 1.0, seed: int = 0, output: str = "logit"
+                            ) -> torch.Tensor:
+    """The same curves as :func:`perturbation_curve`, one image and one step at a time.
+
+    The slow reference implementation, written as the protocol reads: for every image,
+    replace the next region and evaluate the model once.
+    """
+    t, steps, pixel_rank, fill_values = _prepare(model, x, R, target, patch, steps, per_step,
+                                                 order, fill, low, high, seed)
+    curves = torch.empty(len(x), steps + 1, dtype=x.dtype)
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        for i in range(len(x)):
+            xi = x[i:i + 1].clone()
+            curves[i, 0] = _score(model, xi, t[i:i + 1], output)[0]
+            for k in range(1, steps + 1):
+                mask = pixel_rank[i:i + 1] < k * per_step
+                xi[mask] = fill_values[i:i + 1][mask]
+                curves[i, k] = _score(model, xi, t[i:i + 1], output)[0]
+    finally:
+        for module, flag in flags:
+            module.training = flag
+    return curves
+
+
+def aopc(curves: torch.Tensor, cumulative: bool = False) -> torch.Tensor:
+    """Area over the perturbation curve (``samek2017evaluating``), per image.
+
+    .. math:: \\mathrm{AOPC} = \\frac{1}{L+1} \\sum_{k=0}^{L}
+              \\big(f(x^{(0)}) - f(x^{(k)})\\big)
+
+    averaged over the data by the caller (``aopc(curves).mean()``). A higher MoRF AOPC means
+    the explanation found the regions whose removal hurts the prediction most.
+
+    Parameters
+    ----------
+    curves : torch.Tensor
+        Shape ``(B, L + 1)`` from :func:`perturbation_curve`.
+    cumulative : bool
+        Return the AOPC after every number of steps :math:`L' = 0..L`, shape ``(B, L + 1)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(B,)``, or ``(B, L + 1)`` when ``cumulative``.
+    """
+    if curves.dim() != 2 or curves.shape[1] < 1:
+        raise ValueError(f"curves must have shape (B, L + 1), got {tuple(curves.shape)}")
+    drops = curves[:, :1] - curves
+    if cumulative:
+        counts = torch.arange(1, curves.shape[1] + 1, dtype=curves.dtype, device=curves.device)
+        return drops.cumsum(1) / counts
+    return drops.mean(1)
+
+
+# ------------------------------------------------------------------ ground-truth metrics
+POOLINGS = ("sum,pos", "sum,abs", "max-norm", "l2-norm")
+
+
+def pool(R: torch.Tensor, pooling: str = "sum,pos") -> torch.Tensor:
+    """Pool relevance over channels into a non-negative map (``arras2022clevrxai``).
+
+    ``"sum,pos"``: :math:`\\max(0, \\sum_c R_c)`; ``"sum,abs"``: :math:`|\\sum_c R_c|`;
+    ``"max-norm"``: :math:`\\max_c |R_c|`; ``"l2-norm"``: :math:`\\sqrt{\\sum_c R_c^2}`.
+    Images ``(B, C, H, W)`` give ``(B, H, W)``; maps ``(B, H, W)`` and vectors ``(B, D)``
+    are taken as one channel.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if R.dim() == 4:
+        channels = R
+    elif R.dim() in (2, 3):
+        channels = R.unsqueeze(1)
+    else:
+        raise ValueError(f"R must have shape (B, C, H, W), (B, H, W) or (B, D); got {tuple(R.shape)}")
+    if pooling == "sum,pos":
+        return channels.sum(1).clamp(min=0)
+    if pooling == "sum,abs":
+        return channels.sum(1).abs()
+    if pooling == "max-norm":
+        return channels.abs().amax(1)
+    return channels.pow(2).sum(1).sqrt()
+
+
+def _pooled_and_mask(R: torch.Tensor, mask: torch.Tensor, pooling: str):
+    P = pool(R, pooling)
+    mask = torch.as_tensor(mask, device=R.device)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a boolean tensor, got {mask.dtype}")
+    try:
+        mask = torch.broadcast_to(mask, P.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not fit the pooled relevance "
+            f"{tuple(P.shape)}"
+        ) from None
+    P, mask = P.reshape(len(P), -1), mask.reshape(len(P), -1)
+    if not mask.any(1).all():
+        raise ValueError("every image needs a non-empty ground-truth mask")
+    return P, mask
+
+
+def relevance_mass_accuracy(R: torch.Tensor, mask: torch.Tensor, pooling: str = "sum,pos"
+                            ) -> torch.Tensor:
+    """Share of the (pooled) relevance that falls inside the ground truth (``arras2022clevrxai``).
+
+    .. math:: \\mathrm{mass} = \\frac{\\sum_{p \\in GT} R_p}{\\sum_{p} R_p}
+
+    Returns a tensor of shape ``(B,)`` with values in ``[0, 1]`` (0 for an all-zero map).
+    """
+    P, m = _pooled_and_mask(R, mask, pooling)
+    total = P.sum(1)
+    inside = (P * m).sum(1)
+    return torch.where(total > 0, inside / total.clamp(min=torch.finfo(P.dtype).tiny),
+                       torch.zeros_like(total))
+
+
+def relevance_rank_accuracy(R: torch.Tensor, mask: torch.Tensor, pooling: str = "sum,pos"
+                            ) -> torch.Tensor:
+    """Share of the :math:`K = |GT|` highest-ranked pixels that lie in the ground truth.
+
+    .. math:: \\mathrm{rank} = \\frac{|\\mathrm{top}_K(R) \\cap GT|}{K}
+
+    (``arras2022clevrxai``). Ties among equal relevance values are broken by pixel index.
+    Returns a tensor of shape ``(B,)``.
+    """
+    P, m = _pooled_and_mask(R, mask, pooling)
+    order = P.argsort(1, descending=True, stable=True)
+    k = m.sum(1, keepdim=True)
+    positions = torch.arange(P.shape[1], device=P.device).expand_as(P)
+    in_top = torch.zeros_like(m)
+    in_top.scatter_(1, order, positions < k)
+    return (in_top & m).sum(1).to(P.dtype) / k.squeeze(1).to(P.dtype)
+
+
+def pointing_game(R: torch.Tensor, mask: torch.Tensor, pooling: str = "sum,pos"
+                  ) -> torch.Tensor:
+    """Whether the most relevant pixel lies in the ground truth (``zhang2018pointing``).
+
+    .. math:: \\mathrm{hit} = \\mathbb 1\\big[\\arg\\max_p R_p \\in GT\\big]
+
+    Returns a boolean tensor of shape ``(B,)``; ``.float().mean()`` is the hit rate.
+    """
+    P, m = _pooled_and_mask(R, mask, pooling)
+    return m.gather(1, P.argmax(1, keepdim=True)).squeeze(1)
+
+
+# -------------------------------------------------------------- randomization sanity check
+def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+    """Spearman rank correlation between two batches of maps, one value per image.
+
+    .. math:: \\rho = \\mathrm{corr}\\big(\\mathrm{rank}(a), \\mathrm{rank}(b)\\big)
+
+    With ``absolute``, the ranks of :math:`|a|` and :math:`|b|` are compared, as in the
+    sanity checks of Adebayo et al. (``adebayo2018``). Channels are summed first. Ties get
+    distinct ranks in index order.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+    def ranks(v: torch.Tensor) -> torch.Tensor:
+        v = v.sum(1) if v.dim() == 4 else v
+        v = v.reshape(len(v), -1).double()
+        v = v.abs() if absolute else v
+        r = torch.empty_like(v)
+        r.scatter_(1, v.argsort(1, stable=True),
+                   torch.arange(v.shape[1], dtype=v.dtype, device=v.device).expand_as(v))
+        return r - r.mean(1, keepdim=True)
+
+    ra, rb = ranks(a), ranks(b)
+    return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))
+
+
+def cascading_randomization(model: nn.Module, seed: int = 0,
+                            layers: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d,
+                                                                    nn.Conv2d)
+                            ) -> Iterator[tuple[str, nn.Module]]:
+    """Yield copies of ``model`` with ever more layers re-initialized, from the top down.
+
+    Following the cascading model-parameter randomization of Adebayo et al.
+    (``adebayo2018``): the first copy has the last layer's weights and bias re-drawn from
+    the layer's own initialization (``reset_parameters``), the next also the layer below,
+    and so on down to the first layer. ``model`` itself is not changed.
+
+    Yields
+    ------
+    (name, model)
+        The name of the layer randomized last, and the copy (in eval mode).
+    """
+    names = [name for name, m in model.named_modules() if isinstance(m, layers)]
+    if not names:
+        raise ValueError(f"the model has no layer of the types {[t.__name__ for t in layers]}")
+    current = copy.deepcopy(model).eval()
+    modules = dict(current.named_modules())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in reversed(names):
+            modules[name].reset_parameters()
+            yield name, copy.deepcopy(current)
+
+
+@dataclass(frozen=True)
+class RandomizationResult:
+    """Similarity of each method's maps to its maps on the trained model.
+
+    Attributes
+    ----------
+    layers : list of str
+        Layer randomized last at each stage (top layer first).
+    similarity : dict
+        Method name -> tensor of shape ``(len(layers), B)``.
+    """
+
+    layers: list[str]
+    similarity: dict[str, torch.Tensor]
+
+    def mean(self) -> dict[str, list[float]]:
+        """Mean similarity over the images, per method and stage."""
+        return {k: v.mean(1).tolist() for k, v in self.similarity.items()}
+
+
+def model_randomization(model: nn.Module, x: torch.Tensor,
+                        methods: dict[str, Callable[..., torch.Tensor]],
+                        target: Target = None, *, seed: int = 0, absolute: bool = True
+                        ) -> RandomizationResult:
+    """The model-parameter randomization test (``adebayo2018``) for several methods.
+
+    Each method ``fn(model, x, target)`` explains the trained model and every stage of
+    :func:`cascading_randomization`; the result holds the Spearman rank correlation
+    (:func:`spearman`) between the two maps of each image. A method that passes the test
+    gives maps that change (correlation drops) once the weights they should depend on are
+    random. The target classes are fixed on the trained model.
+    """
+    t = resolve_target(model, x, target)
+    reference = {name: fn(model, x, t).detach() for name, fn in methods.items()}
+    layers: list[str] = []
+    scores: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
+    for layer, randomized in cascading_randomization(model, seed=seed):
+        layers.append(layer)
+        for name, fn in methods.items():
+            scores[name].append(spearman(reference[name], fn(randomized, x, t).detach(),
+                                         absolute=absolute))
+    return RandomizationResult(layers, {k: torch.stack(v) for k, v in scores.items()})
