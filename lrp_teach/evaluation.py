@@ -241,7 +241,7 @@ def perturbation_curve_loop(model: nn.Module, x: torch.Tensor, R: torch.Tensor,
             xi = x[i:i + 1].clone()
             curves[i, 0] = _score(model, xi, t[i:i + 1], output)[0]
             for k in range(1, steps + 1):
-                mask = pixel_rank[i:i + 1] < k * per_step
+                mask = (pixel_rank[i:i + 1] < k * per_step).expand_as(xi)
                 xi[mask] = fill_values[i:i + 1][mask]
                 curves[i, k] = _score(model, xi, t[i:i + 1], output)[0]
     finally:
