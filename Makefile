@@ -6,7 +6,6 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
-export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: book test lint unit notebooks rendered venv clean
@@ -29,7 +28,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 unit: venv
-	$(BIN)/pytest -q -m "not rendered" tests
+	MPLBACKEND=Agg $(BIN)/pytest -q -m "not rendered" tests
 
 notebooks: venv
 	$(BIN)/pytest -q --nbval-lax --nbval-current-env book/

@@ -445,7 +445,7 @@ class ConservationReport:
             out, inn = float(e.relevance_out.sum()), float(e.relevance_in.sum())
             share = (out - inn) / out if out != 0 else 0.0
             rows.append((e.name, e.layer, e.rule or "-", f"{out:.4f}", f"{inn:.4f}",
-                         f"{out - inn:.2e}", f"{100 * share:.2f}%"))
+                         f"{out - inn:.2e}", f"{100 * share + 0.0:.2f}%"))
         return rows
 
     def _footer(self) -> str:

@@ -97,7 +97,7 @@ def region_order(R: torch.Tensor, patch: int = 1, order: str = "morf", seed: int
         generator = torch.Generator().manual_seed(seed)
         keys = torch.rand(scores.shape, generator=generator)
         return keys.argsort(1).to(R.device)
-    return scores.argsort(1, descending=(order == "morf"), stable=True)
+    return scores.argsort(dim=1, descending=(order == "morf"), stable=True)
 
 
 def _fill_like(x: torch.Tensor, fill: str | float | torch.Tensor, low: float, high: float,
@@ -154,7 +154,7 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, R: torch.Tensor,
                        per_step: int = 1, order: str = "morf",
                        fill: str | float | torch.Tensor = "uniform", low: float = 0.0,
                        high: float = 1.0, seed: int = 0, output: str = "logit",
-                       batch_size: int = 4096) -> torch.Tensor:
+                       batch_size: int = 256) -> torch.Tensor:
     """Region perturbation (pixel flipping) of Samek et al. (``samek2017evaluating``), batched.
 
     The image is cut into non-overlapping ``patch`` x ``patch`` regions, ranked by their
@@ -299,7 +299,9 @@ def pool(R: torch.Tensor, pooling: str = "sum,pos") -> torch.Tensor:
     elif R.dim() in (2, 3):
         channels = R.unsqueeze(1)
     else:
-        raise ValueError(f"R must have shape (B, C, H, W), (B, H, W) or (B, D); got {tuple(R.shape)}")
+        raise ValueError(
+            f"R must have shape (B, C, H, W), (B, H, W) or (B, D); got {tuple(R.shape)}"
+        )
     if pooling == "sum,pos":
         return channels.sum(1).clamp(min=0)
     if pooling == "sum,abs":
@@ -352,7 +354,7 @@ def relevance_rank_accuracy(R: torch.Tensor, mask: torch.Tensor, pooling: str = 
     Returns a tensor of shape ``(B,)``.
     """
     P, m = _pooled_and_mask(R, mask, pooling)
-    order = P.argsort(1, descending=True, stable=True)
+    order = P.argsort(dim=1, descending=True, stable=True)
     k = m.sum(1, keepdim=True)
     positions = torch.arange(P.shape[1], device=P.device).expand_as(P)
     in_top = torch.zeros_like(m)
@@ -383,14 +385,16 @@ def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -> torch.
     distinct ranks in index order.
     """
     if a.shape != b.shape:
-        raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
 
     def ranks(v: torch.Tensor) -> torch.Tensor:
         v = v.sum(1) if v.dim() == 4 else v
         v = v.reshape(len(v), -1).double()
         v = v.abs() if absolute else v
         r = torch.empty_like(v)
-        r.scatter_(1, v.argsort(1, stable=True),
+        r.scatter_(1, v.argsort(dim=1, stable=True),
                    torch.arange(v.shape[1], dtype=v.dtype, device=v.device).expand_as(v))
         return r - r.mean(1, keepdim=True)
 

@@ -144,8 +144,8 @@ class _Parts:
         w_ih = getattr(lstm, f"weight_ih_l0{suffix}").detach().to(device, dtype)
         w_hh = getattr(lstm, f"weight_hh_l0{suffix}").detach().to(device, dtype)
         if lstm.bias:
-            b = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")
-            b = b.detach().to(device, dtype)
+            b_ih = getattr(lstm, f"bias_ih_l0{suffix}").detach().to(device, dtype)
+            b = b_ih + getattr(lstm, f"bias_hh_l0{suffix}").detach().to(device, dtype)
         else:
             b = torch.zeros(w_ih.shape[0], dtype=dtype, device=device)
         return w_ih, w_hh, b
@@ -235,7 +235,9 @@ def _prepare(
         x = inputs.detach().to(device, dtype)
     batch, steps = x.shape[:2]
     if batch == 0 or steps == 0:
-        raise ValueError(f"inputs must have at least one sequence and one step; got {batch}x{steps}")
+        raise ValueError(
+            f"inputs must have at least one sequence and one step; got {batch}x{steps}"
+        )
     if lengths is None:
         lengths = torch.full((batch,), steps, dtype=torch.int64, device=device)
     else:
@@ -391,14 +393,15 @@ def _split(
         return torch.zeros_like(relevance), relevance
     if rule == "half":
         return 0.5 * relevance, 0.5 * relevance
-    if rule == "prop":
-        total = gate + signal
-        sign = _sgn(total)
-        r_gate = (gate + bias_factor * eps * sign / 2) / (total + eps * sign) * relevance
-    else:  # abs
-        total = gate.abs() + signal.abs()
-        r_gate = (gate.abs() + bias_factor * eps / 2) / (total + eps) * relevance
-    return r_gate, relevance - r_gate
+    if rule == "prop":  # the epsilon rule over the two factors, N = 2
+        sign = _sgn(gate + signal)
+        s = relevance / (gate + signal + eps * sign)
+        share = bias_factor * eps * sign / 2
+        return (gate + share) * s, (signal + share) * s
+    # abs: the same with absolute values
+    s = relevance / (gate.abs() + signal.abs() + eps)
+    share = bias_factor * eps / 2
+    return (gate.abs() + share) * s, (signal.abs() + share) * s
 
 
 def _cell_backward(
@@ -710,20 +713,29 @@ def occlusion(
     lengths: torch.Tensor | None = None,
     target: int | torch.Tensor | None = None,
     *,
+    dims: list[int] | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Occlusion: the drop of the target score when one step's input is set to zero.
 
     ``R_t = f_c(x) - f_c(x with x_t = 0)``, returned per step as ``(B, T, 1)`` (one value
     per step, so ``.sum(-1)`` gives the token relevance as for the other methods)
-    :cite:`zeiler2014`.
+    :cite:`zeiler2014`. ``dims`` restricts the occlusion to some input dimensions (e.g.
+    ``[0]`` zeroes only the value channel of the arithmetic task); default: all of them.
     """
     parts, x, lengths, tgt = _setup(model, inputs, lengths, target, dtype)
-    batch, steps, _ = x.shape
+    batch, steps, n_dims = x.shape
+    channel = torch.ones(n_dims, dtype=dtype, device=x.device)
+    if dims is not None:
+        if any(not 0 <= k < n_dims for k in dims):
+            raise ValueError(f"dims must lie in [0, {n_dims}), got {dims}")
+        channel = torch.zeros_like(channel)
+        channel[list(dims)] = 1.0
     with torch.no_grad():
         base = _differentiable_scores(parts, x, lengths, dtype).gather(1, tgt[:, None])
         eye = torch.eye(steps, dtype=dtype, device=x.device)
-        occluded = x[:, None] * (1 - eye)[None, :, :, None]  # (B, T_occluded, T, E)
+        hole = eye[:, :, None] * channel  # (T_occluded, T, E)
+        occluded = x[:, None] * (1 - hole)[None]  # (B, T_occluded, T, E)
         out = _differentiable_scores(
             parts, occluded.reshape(batch * steps, steps, -1),
             lengths.repeat_interleave(steps), dtype,
@@ -763,7 +775,9 @@ def deletion_curve(
     parts = _parts(model)
     x, lengths = _prepare(parts, tokens, lengths, dtype)
     if relevance.shape != x.shape[:2]:
-        raise ValueError(f"relevance must have shape {tuple(x.shape[:2])}, got {tuple(relevance.shape)}")
+        raise ValueError(
+            f"relevance must have shape {tuple(x.shape[:2])}, got {tuple(relevance.shape)}"
+        )
     valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
     rel = relevance.to(x.device, dtype) * (1 if order == "most" else -1)
     rel = rel.masked_fill(~valid, float("-inf"))

@@ -69,7 +69,7 @@ def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """
     if epsilon == 0:
         return torch.where(z == 0, torch.full_like(z, math.inf), z)
-    return z + torch.where(z >= 0, epsilon, -epsilon).to(z.dtype)
+    return torch.where(z >= 0, z + epsilon, z - epsilon)
 
 
 def _padding(layer: nn.Module) -> tuple[int, ...]:

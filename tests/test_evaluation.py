@@ -51,7 +51,11 @@ def test_curves_and_aopc_known_values():
     two = ev.perturbation_curve(model, x, R, 0, patch=1, fill=0.0, per_step=2)
     assert two.tolist() == [[10.0, 3.0, 0.0]]
     short = ev.perturbation_curve(model, x, R, 0, patch=2, fill=0.0, steps=1)
-    assert short.tolist() == [[10.0, 3.0]]  # the region {x1, x2} (relevance 5) goes first
+    # regions {x1, x2} and {x3, x4} both hold relevance 5: the tie keeps region order
+    assert short.tolist() == [[10.0, 5.0]]
+    R_last = torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    assert ev.perturbation_curve(model, x, R_last, 0, patch=1, fill=0.0, steps=2).tolist() == \
+        [[10.0, 7.0, 6.0]]  # x4 (weight 3) first, then x1 (weight 1, first of the ties)
 
 
 def test_image_regions_known_values():
@@ -118,7 +122,7 @@ def test_ground_truth_metrics_known_values():
     bottom = torch.tensor([[False, False], [True, True]])
     assert ev.relevance_mass_accuracy(R, top_left).tolist() == [0.75]
     assert ev.relevance_mass_accuracy(R, bottom).tolist() == [0.25]
-    assert ev.relevance_mass_accuracy(R, top_left, "sum,abs").tolist() == [0.6]
+    assert ev.relevance_mass_accuracy(R, top_left, "sum,abs").item() == pytest.approx(0.6)
     assert ev.relevance_rank_accuracy(R, top_left).tolist() == [1.0]
     assert ev.relevance_rank_accuracy(R, bottom).tolist() == [0.5]
     assert ev.pointing_game(R, top_left).tolist() == [True]
@@ -126,8 +130,10 @@ def test_ground_truth_metrics_known_values():
     # batched, with one mask per image
     R2 = torch.cat([R, -R])
     masks = torch.stack([top_left, bottom])
-    assert ev.relevance_mass_accuracy(R2, masks).tolist() == [0.75, 1.0]
-    assert ev.pointing_game(R2, masks).tolist() == [True, False]  # argmax of an all-but-one 0 map
+    # -R keeps positive relevance only at the top right, outside the bottom mask
+    assert ev.relevance_mass_accuracy(R2, masks).tolist() == [0.75, 0.0]
+    assert ev.relevance_rank_accuracy(R2, masks).tolist() == [1.0, 0.0]  # ties: pixel order
+    assert ev.pointing_game(R2, masks).tolist() == [True, False]
 
 
 def test_pooling_known_values():

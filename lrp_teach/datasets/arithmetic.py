@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["ArithmeticData", "make_arithmetic"]
+__all__ = ["ArithmeticData", "ground_truth_scores", "make_arithmetic"]
 
 OPERATIONS = ("add", "sub")
 
@@ -132,3 +132,47 @@ def make_arithmetic(
         signs=signs,
         op=op,
     )
+
+
+def ground_truth_scores(relevance: torch.Tensor, data: ArithmeticData) -> dict[str, float]:
+    """Compare per-step relevance with the toy task's ground truth.
+
+    Parameters
+    ----------
+    relevance : torch.Tensor
+        ``(N, T)`` relevance per step (for instance of the value channel only).
+    data : ArithmeticData
+        The sequences that were explained.
+
+    Returns
+    -------
+    dict
+        ``off_marked``: mean share of absolute relevance on unmarked steps,
+        ``Σ_{t∉\\{p,q\\}} |R_t| / Σ_t |R_t|`` (0 is ideal);
+        ``corr_first`` / ``corr_second``: Pearson correlation over sequences between the
+        relevance of the marked step and the operand's signed contribution ``s_k n_k``
+        (1 is ideal) :cite:`arras2019evaluating`.
+    """
+    if relevance.shape != data.x.shape[:2]:
+        raise ValueError(
+            f"relevance must have shape {tuple(data.x.shape[:2])} (one value per step), "
+            f"got {tuple(relevance.shape)}"
+        )
+    r = relevance.detach().double().cpu()
+    rows = torch.arange(len(data))
+    r_first = r[rows, data.positions[:, 0]]
+    r_second = r[rows, data.positions[:, 1]]
+    total = r.abs().sum(1).clamp_min(1e-300)
+    off = 1.0 - (r_first.abs() + r_second.abs()) / total
+    contrib = data.contributions.double()
+
+    def corr(a: torch.Tensor, b: torch.Tensor) -> float:
+        if a.std() == 0 or b.std() == 0:
+            return 0.0
+        return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+    return {
+        "off_marked": float(off.mean()),
+        "corr_first": corr(r_first, contrib[:, 0]),
+        "corr_second": corr(r_second, contrib[:, 1]),
+    }

@@ -143,7 +143,9 @@ def _polarity(word: str) -> int:
     return 1 if word in POSITIVE else -1 if word in NEGATIVE else 0
 
 
-def _sentence(template: str, rng: np.random.Generator) -> tuple[list[str], int, list[int], list[bool]]:
+def _sentence(
+    template: str, rng: np.random.Generator
+) -> tuple[list[str], int, list[int], list[bool]]:
     """One sentence: words, label (0/1), effective polarity per word, decisive flags."""
 
     def adjective(polarity: int | None = None) -> str:

@@ -64,7 +64,9 @@ def sentiment_test_data():
 def _train_arith(op: str, seed: int) -> None:
     seed_everything(seed)
     train = make_arithmetic(ARITH["train_size"], op=op, length=ARITH["length"], seed=seed + 1)
-    test = make_arithmetic(ARITH["test_size"], op=op, length=ARITH["length"], seed=ARITH["test_seed"])
+    test = make_arithmetic(
+        ARITH["test_size"], op=op, length=ARITH["length"], seed=ARITH["test_seed"]
+    )
     model = build_arith_lstm(ARITH["hidden"])
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     epochs, batch = 30, 100
