@@ -516,7 +516,8 @@ def plot_neuron(
     z = w[0] * g1 + w[1] * g2 + b
     ax.contourf(g1, g2, z.clamp(min=0), levels=12, cmap="Reds", alpha=0.55)
     ax.contour(g1, g2, z, levels=[0.0], colors="k", linewidths=2)
-    ax.plot([low, high, high, low, low], [low, low, high, high, low], ":", color="k", lw=1)
+    ax.plot([low, high, high, low, low], [low, low, high, high, low], ":", color="k", lw=1,
+            label=f"input box [{low:g}, {high:g}]²")
     W, B = w[None], torch.tensor([b], dtype=torch.float64)
     roots = {}
     for rule in rules:
@@ -540,7 +541,7 @@ def plot_neuron(
                 label="LRP-γ roots, γ from 0.01 to 1000")
     ax.plot(*a.tolist(), "k*", ms=15, label="data point a")
     ax.set(xlim=lim, ylim=lim, aspect="equal", xlabel="$a_1$", ylabel="$a_2$",
-           title=f"neuron max(0, {w[0]:.2g}·a1 + {w[1]:.2g}·a2 + {b:.2g})")
+           title=f"neuron max(0, {w[0]:.2g}·a₁ {w[1]:+.2g}·a₂ {b:+.2g})\nblack line: z = 0")
     ax.legend(loc="upper left", fontsize=7.5, framealpha=0.9)
     return roots
 

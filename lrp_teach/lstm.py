@@ -57,7 +57,9 @@ class LSTMClassifier(nn.Module):
     """Embedding -> one-layer LSTM (batch first) -> linear layer on the final states.
 
     ``forward(tokens, lengths)`` packs the padded batch, so padding never changes the
-    result; the linear layer reads ``h_n``: ``[h_fwd(L-1)]`` or ``[h_fwd(L-1), h_bwd(0)]``.
+    result; the linear layer reads ``h_n``: ``f = W [h_fwd(L-1), h_bwd(0)] + b`` (or only
+    ``h_fwd(L-1)``), the BiLSTM classifier of :cite:`arras2017wassa` on an LSTM
+    :cite:`hochreiter1997`.
 
     Parameters
     ----------
@@ -89,6 +91,9 @@ class LSTMClassifier(nn.Module):
 
 class LSTMRegressor(nn.Module):
     """One-layer LSTM on real-valued inputs (batch first) -> linear layer on the final states.
+
+    ``f = W h_fwd(L-1) + b`` (bidirectional: ``W [h_fwd(L-1), h_bwd(0)] + b``), the regressor
+    of the toy arithmetic task :cite:`arras2019evaluating`.
 
     Parameters
     ----------
@@ -343,7 +348,8 @@ def scores(
     """The model's outputs ``(B, n_out)`` computed by this module's explicit recurrence.
 
     Equals ``model(inputs, lengths)`` for the package's models (to float precision); used
-    to check that the explained path is the model's forward pass.
+    to check that the explained path is the model's forward pass: the recurrence of
+    :cite:`hochreiter1997` in torch's gate order, ``f = W [h_fwd(L-1), h_bwd(0)] + b``.
     """
     parts = _parts(model)
     x, lengths = _prepare(parts, inputs, lengths, dtype)

@@ -1,18 +1,19 @@
 """A relation network for CLEVR-lite and its LRP explanation.
 
-The model is the relation network of Santoro et al. 2017 (``santoro2017relation``), scaled
+The model is the relation network of Santoro et al. 2017 (``santoro2017``), scaled
 down to run on a laptop CPU:
 
 * a small CNN (``Conv2d/BatchNorm2d/ReLU`` three times, stride 2) turns the ``48 x 48``
-  image into an ``6 x 6`` feature map; each cell, with its two coordinates in [-1, 1]
+  image into a ``6 x 6`` feature map; each cell, with its two coordinates in [-1, 1]
   appended, is an "object" ``o_i``;
 * an ``nn.Embedding`` and a one-layer ``nn.LSTM`` encode the question; ``q`` is the hidden
   state after the last word;
 * an MLP ``g`` reads every ordered pair ``(o_i, o_j, q)``;
-* its outputs are averaged over the ``N^2`` pairs (a sum scaled by ``1/N^2``) and an MLP
-  ``f`` maps the result to the answer logits:
+* its outputs are summed over the ``N^2`` pairs, scaled by ``1/N`` (a constant that keeps
+  the sum of 1,296 pairs in a good range for training), and an MLP ``f`` maps the result to
+  the answer logits:
 
-.. math::  \\mathrm{RN}(O, q) = f\\Big(\\frac{1}{N^2}\\sum_{i,j} g(o_i, o_j, q)\\Big).
+.. math::  \\mathrm{RN}(O, q) = f\\Big(\\frac{1}{N}\\sum_{i,j} g(o_i, o_j, q)\\Big).
 
 The first layer of ``g`` is one ``nn.Linear`` on the concatenation ``[o_i; o_j; q]``; the
 forward pass evaluates it as ``W_1 o_i + W_2 o_j + W_3 q + b`` (the same numbers) so that the
@@ -21,10 +22,14 @@ forward pass evaluates it as ``W_1 o_i + W_2 o_j + W_3 q + b`` (the same numbers
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor, nn
 
 from .datasets.clevr_lite import ANSWERS, GRID, IMAGE_SIZE, VOCAB
+from .rules import stabilize
 
 __all__ = [
     "RelationNetwork",
@@ -33,7 +38,7 @@ __all__ = [
 
 
 class RelationNetwork(nn.Module):
-    """Relation network: CNN objects + LSTM question -> pairwise MLP g -> mean -> MLP f.
+    """Relation network: CNN objects + LSTM question -> pairwise MLP g -> scaled sum -> MLP f.
 
     Parameters
     ----------
@@ -50,8 +55,11 @@ class RelationNetwork(nn.Module):
 
     def __init__(self, vocab_size: int = len(VOCAB), n_answers: int = len(ANSWERS),
                  channels: tuple[int, int, int] = (16, 24, 24), embed: int = 32,
-                 question: int = 64, g_units: int = 64, f_units: int = 64) -> None:
+                 question: int = 64, g_units: int = 64, f_units: int = 64,
+                 pair_scale: float | None = None) -> None:
         super().__init__()
+        #: The pair outputs are summed and multiplied by ``pair_scale`` (default ``1/N``).
+        self.pair_scale = 1.0 / GRID ** 2 if pair_scale is None else float(pair_scale)
         c1, c2, c3 = channels
         layers: list[nn.Module] = []
         for cin, cout in ((3, c1), (c1, c2), (c2, c3)):
@@ -101,8 +109,7 @@ class RelationNetwork(nn.Module):
 
     def pairs(self, objects: Tensor, q: Tensor) -> Tensor:
         """``g(o_i, o_j, q)`` for every pair, ``(B, N, N, units)``."""
-        h = torch.relu(self.pair_input(objects, q))
-        return self.g[2:](h)
+        return self.g[1:](self.pair_input(objects, q))
 
     def forward(self, image: Tensor, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Answer logits ``(B, n_answers)``.
@@ -121,7 +128,7 @@ class RelationNetwork(nn.Module):
             raise ValueError(f"lengths must lie in [1, {tokens.shape[1]}]")
         o = self.objects(image)
         q = self.question(tokens, lengths)
-        return self.f(self.pairs(o, q).mean((1, 2)))
+        return self.f(self.pairs(o, q).sum((1, 2)) * self.pair_scale)
 
 
 def build_relation_network(**kwargs) -> RelationNetwork:
@@ -129,3 +136,423 @@ def build_relation_network(**kwargs) -> RelationNetwork:
     return RelationNetwork(**kwargs)
 
 
+
+
+# --------------------------------------------------------------------------- explanation
+
+
+def _check_inputs(model, image, tokens, lengths):
+    if not isinstance(model, RelationNetwork):
+        raise TypeError(f"model must be an lrp_teach.vqa.RelationNetwork, got "
+                        f"{type(model).__name__}")
+    if not isinstance(image, Tensor) or not image.is_floating_point():
+        raise TypeError("image must be a floating-point tensor of shape (B, 3, H, W)")
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+    if not isinstance(tokens, Tensor) or tokens.is_floating_point():
+        raise TypeError("tokens must be an integer tensor of shape (B, L)")
+    if tokens.dim() != 2 or len(tokens) != len(image):
+        raise ValueError(f"tokens must have shape (B, L) with B = {len(image)}, "
+                         f"got {tuple(tokens.shape)}")
+    if lengths is None:
+        lengths = (tokens != 0).sum(1)
+    lengths = torch.as_tensor(lengths, dtype=torch.long, device=tokens.device).reshape(-1)
+    if len(lengths) != len(tokens):
+        raise ValueError(f"lengths has {len(lengths)} entries, the batch has {len(tokens)}")
+    if bool((lengths < 1).any()) or bool((lengths > tokens.shape[1]).any()):
+        raise ValueError(f"lengths must lie in [1, {tokens.shape[1]}]")
+    return lengths
+
+
+def _epsilon_value_preserving(z: Tensor, epsilon: float) -> Tensor:
+    """``z`` in the forward pass; its gradient is scaled by ``z / (z + eps sign z)``."""
+    s = (z / stabilize(z, epsilon)).detach()
+    return z * s + (z * (1 - s)).detach()
+
+
+class _QuestionHead(nn.Module):
+    """Embedding -> LSTM -> linear read-out, the shape :func:`lrp_teach.lstm.explain` takes."""
+
+    def __init__(self, embedding: nn.Embedding, lstm: nn.LSTM, head: nn.Linear) -> None:
+        super().__init__()
+        self.embedding, self.lstm, self.head = embedding, lstm, head
+
+
+def word_relevance(model: RelationNetwork, tokens: Tensor, lengths: Tensor, relevance_q: Tensor,
+                   *, epsilon: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """Propagate the relevance of the question code ``q`` to the words with :mod:`lt.lstm`.
+
+    The relevance :math:`R_{q_k}` arriving at the LSTM's last hidden state is handed to
+    :func:`lrp_teach.lstm.explain` (Arras et al. 2017 rules, signal-take-all at the gates,
+    ``arras2017wassa``) through a linear read-out
+    :math:`y_b = \\sum_k s_b\\,(R_{q_{bk}}/q_{bk})\\,q_{bk}` whose ε-rule returns
+    :math:`R_{q_k}` to every unit (the scale :math:`s_b` makes :math:`|y_b|` large, so the
+    read-out's ε takes a share below 1e-7); the result is divided by :math:`s_b`. LRP is linear
+    in the relevance it starts from, so this is the LSTM's own explanation of ``R_q``.
+
+    Returns
+    -------
+    words : Tensor
+        ``(B, L)`` relevance per word (0 on padding).
+    absorbed : Tensor
+        ``(B,)`` relevance absorbed inside the LSTM (biases, stabilizers, initial state).
+    """
+    from . import lstm as lstm_lrp
+
+    q64 = model.question(tokens, lengths).detach().double()
+    rq = relevance_q.detach().double()
+    ratio = torch.where(q64.abs() > 1e-30, rq / q64, torch.zeros_like(rq))
+    total = rq.sum(1)
+    scale = 1e4 / total.abs().clamp(min=1e-12)
+    head = nn.Linear(q64.shape[1], len(tokens), bias=False).double()
+    with torch.no_grad():
+        head.weight.copy_(ratio * scale[:, None])
+    wrapper = _QuestionHead(model.embedding, model.lstm, head)
+    rel = lstm_lrp.explain(wrapper, tokens, lengths, target=torch.arange(len(tokens)),
+                           eps=epsilon, bias_factor=0.0, rule="all")
+    words = rel.tokens / scale[:, None]
+    return words, total - words.sum(1)
+
+
+@dataclass
+class VQARelevance:
+    """The parts of one LRP explanation of the relation network (``(B, ...)`` tensors).
+
+    Attributes
+    ----------
+    pixels : Tensor
+        ``(B, 3, H, W)`` relevance of the image.
+    words : Tensor
+        ``(B, L)`` relevance of the question words (0 on padding).
+    pairs : Tensor
+        ``(B, N, N)`` relevance of ``g(o_i, o_j, q)`` for each ordered pair of cells.
+    objects : Tensor
+        ``(B, N, C + 2)`` relevance of the objects (feature-map cells and coordinates).
+    question : Tensor
+        ``(B, H)`` relevance of the question code ``q``.
+    logit, target : Tensor
+        The explained logit and answer index, ``(B,)``.
+    stages : dict of str to Tensor
+        The total relevance ``(B,)`` at each stage, from the logit down to pixels and words.
+    """
+
+    pixels: Tensor
+    words: Tensor
+    pairs: Tensor
+    objects: Tensor
+    question: Tensor
+    logit: Tensor
+    target: Tensor
+    stages: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def coordinates(self) -> Tensor:
+        """``(B,)`` relevance of the coordinate channels (the last two object features)."""
+        return self.objects[..., -2:].sum((1, 2))
+
+    @property
+    def coordinate_share(self) -> Tensor:
+        """``(B,)`` coordinates' relevance over the total relevance of the objects and q."""
+        total = self.objects.sum((1, 2)) + self.question.sum(1)
+        return self.coordinates / total
+
+    @property
+    def image_map(self) -> Tensor:
+        """``(B, H, W)`` pixel relevance summed over the colour channels."""
+        return self.pixels.sum(1)
+
+    def report(self) -> str:
+        """The conservation report: relevance at each stage and what each part absorbed."""
+        return conservation_table(self.stages)
+
+    def __str__(self) -> str:
+        return self.report()
+
+
+#: The stages of the bookkeeping and, for each part, the stage above and below it.
+PARTS = {
+    "f (eps)": ("logit", "pairs"),
+    "g (eps)": ("pairs", "objects + question"),
+    "CNN (z^B, gamma)": ("cells", "pixels"),
+    "LSTM (signal-take-all)": ("question", "words"),
+}
+
+
+def conservation_table(stages: dict[str, Tensor]) -> str:
+    """Text table of the relevance per stage (batch means) and the share each part absorbed."""
+    lines = [f"{'stage':<22}{'mean total':>12}"]
+    for name, value in stages.items():
+        lines.append(f"{name:<22}{value.mean().item():>12.4f}")
+    lines.append(f"{'part':<24}{'in':>10}{'out':>10}{'absorbed':>10}")
+    for part, (top, bottom) in PARTS.items():
+        r_in, r_out = stages[top].mean().item(), stages[bottom].mean().item()
+        lines.append(f"{part:<24}{r_in:>10.4f}{r_out:>10.4f}{r_in - r_out:>10.4f}")
+    return "\n".join(lines)
+
+
+def _cnn_rules(cnn: nn.Sequential, low, high, gamma: float):
+    from .core import named_layers
+    from .rules import Gamma, ZBox
+
+    layers = named_layers(cnn)
+    convs = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Conv2d)]
+    return [(m, ZBox(low, high) if i == convs[0] else Gamma(gamma) if i in convs else None)
+            for i, (_, m) in enumerate(layers)]
+
+
+def explain(model: RelationNetwork, image: Tensor, tokens: Tensor, lengths: Tensor | None = None,
+            target: int | Tensor | None = None, *, low: float = 0.0, high: float = 1.0,
+            gamma: float = 0.25, epsilon: float = 1e-6,
+            lstm_epsilon: float = 1e-3) -> VQARelevance:
+    """LRP for the relation network: relevance of pixels, words, object pairs and coordinates.
+
+    Relevance starts at the target answer's logit and flows through each part with its own
+    rule (``arras2022clevrxai``, ``montavon2019overview``):
+
+    * ``f`` and ``g``: the ε-rule, :math:`R_j = \\sum_k a_j w_{jk} R_k / (z_k + \\epsilon\\,
+      \\mathrm{sign}(z_k))`; ``g``'s first layer is one ε-layer on the concatenation
+      :math:`[o_i; o_j; q]`, so it splits each pair's relevance between the two objects and
+      the question;
+    * the scaled sum over pairs: proportional (LRP-0), :math:`R_{ij} = g_{ij}\\, R / \\sum g`;
+    * the CNN (BatchNorm folded by :func:`lrp_teach.canonize`): LRP-γ, and z^B with the box
+      ``[low, high]`` at the pixels;
+    * the LSTM: :func:`word_relevance` (Arras et al. 2017, signal-take-all);
+    * the coordinate channels keep their relevance, reported by
+      :attr:`VQARelevance.coordinates`.
+
+    It is computed as Gradient x Input of a modified forward pass (the engine's
+    mechanism, :mod:`lrp_teach.core`). The model is only read.
+
+    Parameters
+    ----------
+    model : RelationNetwork
+    image : Tensor
+        ``(B, 3, H, W)`` images in ``[low, high]``.
+    tokens : Tensor
+        ``(B, L)`` right-padded word ids.
+    lengths : Tensor, optional
+        ``(B,)`` question lengths (default: the number of non-zero tokens).
+    target : int, LongTensor or None
+        Answer to explain; ``None`` explains the predicted answer.
+    low, high : float
+        Pixel bounds of the z^B rule.
+    gamma : float
+        γ of the convolutions after the first.
+    epsilon : float
+        ε of the MLPs ``g`` and ``f``.
+    lstm_epsilon : float
+        ε of the LSTM's linear maps.
+
+    Returns
+    -------
+    VQARelevance
+    """
+    from .canonize import canonize
+    from .core import _LRP, _targets
+    from .rules import Epsilon, LayerOp
+
+    lengths = _check_inputs(model, image, tokens, lengths)
+    was_training = model.training
+    work = copy.deepcopy(model).eval()
+    model.train(was_training)
+    if work.g[0].weight.dtype != image.dtype:
+        work = work.to(image.dtype)
+    cnn_rules = _cnn_rules(canonize(work.cnn), low, high, gamma)
+    sink: list[Tensor] = []
+    with torch.enable_grad():
+        x = image.detach().clone().requires_grad_(True)
+        a = x
+        for layer, rule in cnn_rules:
+            a = layer(a) if rule is None else _LRP.apply(a, rule, LayerOp(layer, a), sink)
+        cells = a.flatten(2).transpose(1, 2)
+        b, n = cells.shape[:2]
+        coords = work.coords.to(cells).expand(b, n, 2).clone().requires_grad_(True)
+        with torch.no_grad():
+            q0 = work.question(tokens, lengths)
+        q = q0.detach().clone().requires_grad_(True)
+        objects = torch.cat([cells, coords], -1)
+        h = torch.relu(_epsilon_value_preserving(work.pair_input(objects, q), epsilon))
+        layer = work.g[2]
+        pairs = torch.relu(_LRP.apply(h, Epsilon(epsilon), LayerOp(layer, h), sink))
+        pooled = pairs.sum((1, 2)) * work.pair_scale
+        u = torch.relu(_LRP.apply(pooled, Epsilon(epsilon), LayerOp(work.f[0], pooled), sink))
+        out = _LRP.apply(u, Epsilon(epsilon), LayerOp(work.f[2], u), sink)
+        t = _targets(out, target)
+        logit = out.gather(1, t[:, None])[:, 0]
+        g_x, g_cells, g_coords, g_q, g_pairs = torch.autograd.grad(
+            logit.sum(), [x, cells, coords, q, pairs])
+    pixels = x.detach() * g_x
+    for extra in sink:
+        if extra.shape == x.shape:
+            pixels = pixels + extra
+    r_cells = cells.detach() * g_cells
+    r_objects = torch.cat([r_cells, coords.detach() * g_coords], -1)
+    r_q = q.detach() * g_q
+    r_pairs = (pairs.detach() * g_pairs).sum(-1)
+    words, _ = word_relevance(work, tokens, lengths, r_q, epsilon=lstm_epsilon)
+    words = words.to(image.dtype)
+    stages = {
+        "logit": logit.detach(),
+        "pairs": r_pairs.sum((1, 2)),
+        "objects + question": r_objects.sum((1, 2)) + r_q.sum(1),
+        "cells": r_cells.sum((1, 2)),
+        "coordinates": r_objects[..., -2:].sum((1, 2)),
+        "question": r_q.sum(1),
+        "pixels": pixels.sum((1, 2, 3)),
+        "words": words.sum(1),
+    }
+    return VQARelevance(pixels=pixels, words=words, pairs=r_pairs, objects=r_objects,
+                        question=r_q, logit=logit.detach(), target=t, stages=stages)
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+class ImageModel(nn.Module):
+    """The relation network as a function of the image alone, the question held fixed.
+
+    ``forward(x)`` answers the fixed questions about ``x``; when ``x`` stacks ``k`` copies
+    of the batch (as Integrated Gradients and SmoothGrad do), the questions are repeated
+    ``k`` times. This lets the image baselines of :mod:`lrp_teach.baselines` run unchanged.
+    """
+
+    def __init__(self, model: RelationNetwork, tokens: Tensor, lengths: Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.tokens, self.lengths = tokens, lengths
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = len(self.tokens)
+        if len(x) % n:
+            raise ValueError(f"ImageModel holds {n} questions; the image batch ({len(x)}) "
+                             "must be a multiple of it")
+        k = len(x) // n
+        return self.model(x, self.tokens.repeat(k, 1), self.lengths.repeat(k))
+
+
+def grad_cam(model: RelationNetwork, image: Tensor, tokens: Tensor,
+             lengths: Tensor | None = None, target: int | Tensor | None = None) -> Tensor:
+    """Grad-CAM on the last convolutional block (``selvaraju2017gradcam``), upsampled.
+
+    .. math::  L = \\mathrm{ReLU}\\Big(\\sum_c \\alpha_c A_c\\Big),\\qquad
+               \\alpha_c = \\frac{1}{hw}\\sum_{u,v} \\frac{\\partial f_t}{\\partial A_{c,uv}}
+
+    with :math:`A` the CNN's output (after the last BatchNorm and ReLU), upsampled to the
+    image by nearest-neighbour repetition (each cell covers its ``8 x 8`` pixels).
+
+    Returns
+    -------
+    Tensor
+        ``(B, H, W)`` non-negative map.
+    """
+    from .core import _targets
+
+    lengths = _check_inputs(model, image, tokens, lengths)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            fmap = model.cnn(image.detach()).detach().requires_grad_(True)
+            q = model.question(tokens, lengths)
+            out = model.f(model.pairs(model.objects(image, features=fmap), q).sum((1, 2))
+                          * model.pair_scale)
+            t = _targets(out, target)
+            (grad,) = torch.autograd.grad(out.gather(1, t[:, None]).sum(), fmap)
+    finally:
+        model.train(was_training)
+    alpha = grad.mean((2, 3), keepdim=True)
+    cam = torch.relu((alpha * fmap.detach()).sum(1, keepdim=True))
+    return nn.functional.interpolate(cam, size=image.shape[-2:], mode="nearest")[:, 0]
+
+
+def _lrp_pixels(model, image, tokens, lengths, target):
+    return explain(model, image, tokens, lengths, target).pixels
+
+
+def _baseline(name: str):
+    from . import baselines
+
+    fn = baselines.METHODS[name]
+
+    def run(model, image, tokens, lengths, target):
+        wrapped = ImageModel(model, tokens, lengths)
+        kwargs = {}
+        if name == "Integrated Gradients":
+            kwargs = {"steps": 16, "batch_size": 16 * len(image)}
+        elif name == "SmoothGrad":
+            kwargs = {"samples": 16, "batch_size": 16 * len(image)}
+        return fn(wrapped, image, target, **kwargs)
+
+    return run
+
+
+#: The methods of the evaluation: name -> ``fn(model, image, tokens, lengths, target)``
+#: returning a pixel map ``(B, 3, H, W)`` or ``(B, H, W)``.
+METHODS = {
+    "LRP": _lrp_pixels,
+    "Gradient": _baseline("Gradient"),
+    "Gradient x Input": _baseline("Gradient x Input"),
+    "Integrated Gradients": _baseline("Integrated Gradients"),
+    "SmoothGrad": _baseline("SmoothGrad"),
+    "Guided Backprop": _baseline("Guided Backprop"),
+    "Grad-CAM": grad_cam,
+}
+
+MASKS = ("single", "union", "all")
+
+
+def ground_truth_scores(R: Tensor, masks: dict[str, Tensor],
+                        pooling: str = "sum,pos") -> dict[str, Tensor]:
+    """Relevance mass accuracy, rank accuracy and pointing game against each GT mask.
+
+    Uses :func:`lrp_teach.evaluation.relevance_mass_accuracy`,
+    :func:`~lrp_teach.evaluation.relevance_rank_accuracy` and
+    :func:`~lrp_teach.evaluation.pointing_game` (CLEVR-XAI, ``arras2022clevrxai``):
+
+    .. math::  \\mathrm{mass} = \\frac{\\sum_{p \\in GT} R_p}{\\sum_p R_p},\\qquad
+               \\mathrm{rank} = \\frac{|\\mathrm{top}_{|GT|}(R) \\cap GT|}{|GT|}
+
+    on the map pooled over channels by ``pooling``.
+
+    Returns
+    -------
+    dict
+        ``"mass_<mask>"``, ``"rank_<mask>"``, ``"pointing_<mask>"`` -> ``(B,)`` float tensors.
+    """
+    from .evaluation import pointing_game, relevance_mass_accuracy, relevance_rank_accuracy
+
+    out = {}
+    for kind, mask in masks.items():
+        out[f"mass_{kind}"] = relevance_mass_accuracy(R, mask, pooling).double()
+        out[f"rank_{kind}"] = relevance_rank_accuracy(R, mask, pooling).double()
+        out[f"pointing_{kind}"] = pointing_game(R, mask, pooling).double()
+    return out
+
+
+def evaluate_explanations(model: RelationNetwork, data, index: Tensor, *,
+                          methods: dict | None = None, pooling: str = "sum,pos",
+                          batch_size: int = 16) -> dict[str, dict[str, Tensor]]:
+    """Ground-truth scores of each method on the questions ``index`` of ``data``.
+
+    Each method explains the model's predicted answer; pass only correctly answered
+    questions to follow CLEVR-XAI. Returns ``{method: {score: (n,) tensor}}`` with the
+    scores of :func:`ground_truth_scores` for the masks "single", "union" and "all".
+    """
+    methods = METHODS if methods is None else methods
+    index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+    if len(index) == 0:
+        raise ValueError("index is empty: no questions to evaluate")
+    model.eval()
+    results: dict[str, dict[str, list]] = {name: {} for name in methods}
+    for start in range(0, len(index), batch_size):
+        idx = index[start:start + batch_size]
+        image, tokens, lengths, _ = data.batch(idx)
+        with torch.no_grad():
+            target = model(image, tokens, lengths).argmax(1)
+        masks = data.gt_masks(idx)
+        for name, fn in methods.items():
+            R = fn(model, image, tokens, lengths, target).detach()
+            for key, value in ground_truth_scores(R, masks, pooling).items():
+                results[name].setdefault(key, []).append(value)
+    return {name: {k: torch.cat(v) for k, v in scores.items()}
+            for name, scores in results.items()}

@@ -117,7 +117,10 @@ def _param_step(layer: nn.Module, a: Tensor, R: Tensor, rule: tuple) -> Tensor:
 
     if isinstance(layer, nn.Linear):
         lo, hi = bounds(a.shape)
-        col = (lambda t: None if t is None else t[:, :, None])
+
+        def col(t):
+            return None if t is None else t[:, :, None]
+
         return _dense_step(a[:, :, None], W, b, R[:, :, None], rule, col(lo), col(hi))[:, :, 0]
     one_d = isinstance(layer, nn.Conv1d)
     a4 = a[:, :, None, :] if one_d else a

@@ -143,7 +143,7 @@ def test_epsilon_absorbs_exactly_the_stabilizer_share():
     acts = [x]
     for m in [model[0], model[1], model[2][0], model[2][1], model[3]]:
         acts.append(m(acts[-1]))
-    for name, z in (("0", acts[1]), ("2.0", acts[3])):
+    for name in ("0", "2.0"):
         entry = report[name]
         # the relevance R_k leaving layer k's output; the passed-on share is z/(z + eps sign z)
         R_k = entry.relevance_out
@@ -374,3 +374,55 @@ def test_cuda_matches_cpu():
     R_gpu = lt.explain(copy.deepcopy(model).cuda(), x.cuda(), 0, comp)
     assert R_gpu.device.type == "cuda"
     torch.testing.assert_close(R_gpu.cpu(), lt.explain(model, x, 0, comp))
+
+
+# ------------------------------------------------------------------ exercise checkers
+
+
+def _gamma_solution(layer, a, R, gamma):
+    W, b = layer.weight, layer.bias
+    Wg, bg = W + gamma * W.clamp(min=0), b + gamma * b.clamp(min=0)
+    z = a @ Wg.T + bg + 1e-9
+    return a * ((R / z) @ Wg)
+
+
+def test_gamma_checker_accepts_a_solution_and_diagnoses_mistakes(capsys):
+    lt.exercises.check_gamma_rule(_gamma_solution)
+    assert "25 random cases agree" in capsys.readouterr().out
+
+    def no_gamma(layer, a, R, gamma):
+        return _gamma_solution(layer, a, R, 0.0)
+
+    def bias_plain(layer, a, R, gamma):
+        W, b = layer.weight, layer.bias
+        Wg = W + gamma * W.clamp(min=0)
+        return a * ((R / (a @ Wg.T + b)) @ Wg)
+
+    def no_a(layer, a, R, gamma):
+        return _gamma_solution(layer, a, R, gamma) / a.clamp(min=1e-12) * (a > 0)
+
+    def wrong_shape(layer, a, R, gamma):
+        return R
+
+    for fn, match in [(no_gamma, "positive part"), (bias_plain, "bias is not treated"),
+                      (wrong_shape, "shape of a")]:
+        with pytest.raises(lt.exercises.ExerciseError, match=match):
+            lt.exercises.check_gamma_rule(fn)
+    with pytest.raises(lt.exercises.ExerciseError, match="differs from the reference"):
+        lt.exercises.check_gamma_rule(no_a)
+
+
+def test_epsilon_checker(capsys):
+    def solution(layer, a, R, eps):
+        z = layer(a)
+        z = z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        return a * ((R / z) @ layer.weight)
+
+    lt.exercises.check_epsilon_rule(solution)
+    assert "check_epsilon_rule: 25 random cases agree" in capsys.readouterr().out
+
+    def unsigned(layer, a, R, eps):
+        return a * ((R / (layer(a) + eps)) @ layer.weight)
+
+    with pytest.raises(lt.exercises.ExerciseError, match="without the sign"):
+        lt.exercises.check_epsilon_rule(unsigned)

@@ -183,3 +183,28 @@ def test_relevance_model_top_layer_factors_are_constant_for_lrp0():
     assert eps["exact_share"] < 1.0 and 0 < eps["c_median"] < eps["z_median"] * 2
     with pytest.raises(ValueError, match="sigma"):
         dtd.relevance_model_check(net[0], net[2:], a, target=1, sigma=0)
+
+
+def _zero_to_h(layer, a, R, high):
+    w = layer.weight.detach()
+    h = torch.as_tensor(high, dtype=a.dtype)
+    z = a @ w.T - (h * torch.ones_like(a)) @ w.clamp(max=0).T
+    s = R / z
+    return a * (s @ w) - h * (s @ w.clamp(max=0))
+
+
+def test_zero_to_h_checker_accepts_solution_and_rejects_lrp0(capsys):
+    from lrp_teach.exercises import ExerciseError, check_zero_to_h_rule
+
+    check_zero_to_h_rule(_zero_to_h)
+    assert "conserves relevance" in capsys.readouterr().out
+
+    def lrp0(layer, a, R, high):
+        return propagate(layer, Zero(stabilizer=0), a, R)
+
+    with pytest.raises(ExerciseError, match="largest difference"):
+        check_zero_to_h_rule(lrp0)
+    # the [0, h] rule is z^B with l = 0, also when derived by dtd.redistribute
+    layer, a, R, _ = _case(0)
+    ref = dtd.redistribute(layer, a, R, "zbox", low=0.0, high=1.0).relevance
+    assert torch.allclose(_zero_to_h(layer, a, R, 1.0), ref, atol=1e-12)

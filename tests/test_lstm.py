@@ -403,3 +403,32 @@ def test_shipped_sentiment_model():
     # the model errs on some double negations: something for the chapter to explain
     double = torch.tensor([t == "double" for t in test.templates])
     assert (pred[double] != test.clean_labels[double]).any()
+
+
+class _UserModel(nn.Module):
+    """A user's classifier with its own attribute names and forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(23, 5)
+        self.rnn = nn.LSTM(5, 6, batch_first=True, bidirectional=True)
+        self.drop = nn.Dropout(0.3)
+        self.out = nn.Linear(12, 3)
+
+    def forward(self, tokens, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.emb(tokens), lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (h_n, _) = self.rnn(packed)
+        return self.out(self.drop(torch.cat([h_n[0], h_n[1]], dim=1)))
+
+
+def test_users_own_model():
+    torch.manual_seed(9)
+    model = _UserModel().eval()
+    tokens, lengths = _batch()
+    with torch.no_grad():
+        expected = model(tokens, lengths).double()
+    assert (L.scores(model, tokens, lengths) - expected).abs().max().item() < 1e-6
+    res = L.explain(model, tokens, lengths, target=0, bias_factor=1.0)
+    assert (res.tokens.sum(1) + res.initial - res.score).abs().max().item() < 1e-10

@@ -168,3 +168,27 @@ def test_make_mlp_validates():
         taylor.make_mlp(3, 1, depth=0)
     net = taylor.make_mlp(3, 2, depth=2, width=4)
     assert sum(isinstance(m, torch.nn.Linear) for m in net) == 3
+
+
+def test_nearest_root_checker_accepts_solution_and_rejects_w_times_x(capsys):
+    from lrp_teach.exercises import ExerciseError, check_nearest_root_relevance
+
+    def solution(w, b, x):
+        return w * (x - (x - (x @ w + b) * w / (w @ w)))
+
+    check_nearest_root_relevance(solution)
+    assert "20 random linear models" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="largest difference"):
+        check_nearest_root_relevance(lambda w, b, x: w * x)
+
+
+def test_integrated_gradients_checker_accepts_solution_and_rejects_gradient_x_input(capsys):
+    from lrp_teach.exercises import ExerciseError, check_integrated_gradients
+
+    def solution(f, x, r, steps):
+        return taylor.integrated_gradients(f, x, r, steps=steps)
+
+    check_integrated_gradients(solution)
+    assert "completeness holds" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="random network"):
+        check_integrated_gradients(lambda f, x, r, steps: taylor.gradient(f, x[None])[0] * (x - r))

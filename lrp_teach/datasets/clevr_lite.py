@@ -4,7 +4,7 @@ A scene is a black ``48 x 48`` RGB image with one object of each of five colours
 blue, yellow, magenta), each a ``6 x 6`` square, circle or triangle. The image is a ``6 x 6``
 grid of ``8``-pixel cells; every object sits inside its own cell (at a random one-pixel
 jitter), so objects never overlap and each cell of a ``6 x 6`` feature map holds at most
-one object. This is the Sort-of-CLEVR set-up of Santoro et al. 2017 (``santoro2017relation``)
+one object. This is the Sort-of-CLEVR set-up of Santoro et al. 2017 (``santoro2017``)
 with the object-level cells the relation network assumes.
 
 Questions are word sequences built from five templates, two non-relational and three

@@ -36,6 +36,7 @@ __all__ = [
     "SentimentData",
     "Vocab",
     "make_sentiment",
+    "sentiment_vocab",
 ]
 
 POSITIVE = ("good", "great", "brilliant", "funny", "moving", "superb", "charming", "clever")

@@ -1,0 +1,286 @@
+"""Tests of the relation network, its shipped weights, its LRP explanation and the GT metrics."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import lrp_teach as lt
+from lrp_teach import vqa
+from lrp_teach.datasets import clevr_lite as cl
+from lrp_teach.rules import Epsilon
+
+torch.set_num_threads(1)
+
+
+def _randomize_batchnorm(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.2 - 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    return cl.load_clevr_lite("val", n_scenes=6)
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    torch.manual_seed(0)
+    return _randomize_batchnorm(vqa.RelationNetwork()).eval().double()
+
+
+@pytest.fixture(scope="module")
+def bias_free_model():
+    """Every bias and BatchNorm shift zero: LRP conserves relevance exactly (up to ε)."""
+    torch.manual_seed(1)
+    model = _randomize_batchnorm(vqa.RelationNetwork(), seed=1).eval().double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "bias" in name:
+                p.zero_()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.zero_()
+    return model
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return lt.pretrained.load("clevr_rn")
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def test_shapes(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(5))
+    image = image.double()
+    out = random_model(image, tokens, lengths)
+    assert out.shape == (5, len(cl.ANSWERS))
+    objects = random_model.objects(image)
+    assert objects.shape == (5, cl.GRID ** 2, 24 + 2)
+    q = random_model.question(tokens, lengths)
+    assert q.shape == (5, 64)
+    assert random_model.pairs(objects, q).shape == (5, 36, 36, 64)
+
+
+def test_pair_input_is_the_linear_layer_on_the_concatenation(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(3))
+    o = random_model.objects(image.double())
+    q = random_model.question(tokens, lengths)
+    n = o.shape[1]
+    cat = torch.cat([o[:, :, None].expand(-1, -1, n, -1), o[:, None].expand(-1, n, -1, -1),
+                     q[:, None, None].expand(-1, n, n, -1)], -1)
+    assert torch.allclose(random_model.pair_input(o, q), random_model.g[0](cat), atol=1e-10)
+
+
+def test_padding_does_not_change_the_answer(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(4))
+    image = image.double()
+    noisy = tokens.clone()
+    for i, n in enumerate(lengths.tolist()):
+        noisy[i, n:] = 5
+    assert torch.allclose(random_model(image, tokens, lengths),
+                          random_model(image, noisy, lengths))
+
+
+def test_bad_input(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(2))
+    with pytest.raises(ValueError, match="image"):
+        random_model(image[:, :2].double(), tokens, lengths)
+    with pytest.raises(ValueError, match="lengths"):
+        random_model(image.double(), tokens, lengths * 0)
+    with pytest.raises(ValueError, match="feature map"):
+        random_model(torch.zeros(2, 3, 32, 32, dtype=torch.float64), tokens, lengths)
+    with pytest.raises(TypeError, match="RelationNetwork"):
+        vqa.explain(nn.Linear(2, 2), image, tokens, lengths)
+    with pytest.raises(TypeError, match="integer"):
+        vqa.explain(random_model, image.double(), tokens.double(), lengths)
+
+
+# ----------------------------------------------------------------------- shipped weights
+
+
+def test_shipped_weights_reach_their_stated_accuracies(shipped):
+    from lrp_teach.train.clevr import accuracy_by_type
+
+    metrics = lt.pretrained.entry("clevr_rn")["metrics"]
+    test = cl.load_clevr_lite("test")
+    measured = accuracy_by_type(shipped, test)
+    for key, value in measured.items():
+        assert abs(value - metrics[f"test_{key}"]) < 1e-3, key
+    assert measured["non_relational"] > 0.9
+
+
+# -------------------------------------------------------------------------- explanation
+
+
+def test_conservation_without_biases(data, bias_free_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(6))
+    R = vqa.explain(bias_free_model, image.double(), tokens, lengths, epsilon=1e-9,
+                    lstm_epsilon=1e-9)
+    s = R.stages
+    total = s["pixels"] + s["coordinates"] + s["words"]
+    # the γ and z^B rules keep their default stabilizer 1e-6, hence atol 1e-6
+    assert torch.allclose(total, R.logit, rtol=0, atol=1e-6)
+    assert torch.allclose(s["pairs"], R.logit, rtol=0, atol=1e-8)
+    assert torch.allclose(s["objects + question"], s["pairs"], rtol=0, atol=1e-8)
+    assert torch.allclose(s["pixels"], s["cells"], rtol=0, atol=1e-6)
+    assert torch.allclose(s["words"], s["question"], rtol=0, atol=1e-8)
+    assert bool((R.logit.abs() > 1e-3).all())
+
+
+def test_bookkeeping_is_consistent(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(6))
+    R = vqa.explain(random_model, image.double(), tokens, lengths)
+    out = random_model(image.double(), tokens, lengths)
+    assert torch.allclose(R.logit, out.max(1).values)
+    assert torch.allclose(R.pairs.sum((1, 2)), R.stages["pairs"])
+    assert torch.allclose(R.objects.sum((1, 2)) + R.question.sum(1),
+                          R.stages["objects + question"])
+    assert torch.allclose(R.coordinates, R.stages["coordinates"])
+    assert torch.allclose(R.image_map.sum((1, 2)), R.stages["pixels"])
+    pad = torch.arange(tokens.shape[1])[None] >= lengths[:, None]
+    assert bool((R.words[pad] == 0).all())
+    report = R.report()
+    for part in vqa.PARTS:
+        assert part in report
+
+
+def test_g_relevance_matches_the_layerwise_reference(data, random_model):
+    """Explicit layer-by-layer LRP (lt.core.propagate) of g and f reproduces explain()."""
+    image, tokens, lengths, _ = data.batch(torch.arange(3))
+    m = random_model
+    eps = 1e-6
+    R = vqa.explain(m, image.double(), tokens, lengths, epsilon=eps)
+    o = m.objects(image.double()).detach()
+    q = m.question(tokens, lengths).detach()
+    n = o.shape[1]
+    cat = torch.cat([o[:, :, None].expand(-1, -1, n, -1), o[:, None].expand(-1, n, -1, -1),
+                     q[:, None, None].expand(-1, n, n, -1)], -1)
+    h = torch.relu(m.g[0](cat))
+    pairs = torch.relu(m.g[2](h))
+    pooled = pairs.sum((1, 2)) * m.pair_scale
+    u = torch.relu(m.f[0](pooled))
+    out = m.f[2](u)
+    start = torch.zeros_like(out)
+    t = R.target
+    start[torch.arange(3), t] = out[torch.arange(3), t]
+    r_u = lt.core.propagate(m.f[2], Epsilon(eps), u, start)
+    r_pooled = lt.core.propagate(m.f[0], Epsilon(eps), pooled, r_u)
+    # the scaled sum over pairs is proportional (LRP-0)
+    r_pairs = pairs * m.pair_scale * (r_pooled / pooled.where(pooled != 0, torch.ones(())))[
+        :, None, None]
+    assert torch.allclose(r_pairs.sum(-1), R.pairs, atol=1e-9)
+    flat = lambda v: v.reshape(-1, v.shape[-1])  # noqa: E731
+    r_h = lt.core.propagate(m.g[2], Epsilon(eps), flat(h), flat(r_pairs))
+    r_cat = lt.core.propagate(m.g[0], Epsilon(eps), flat(cat), r_h).reshape(cat.shape)
+    d = o.shape[-1]
+    r_objects = r_cat[..., :d].sum(2) + r_cat[..., d:2 * d].sum(1)
+    r_q = r_cat[..., 2 * d:].sum((1, 2))
+    assert torch.allclose(r_objects, R.objects, atol=1e-8)
+    assert torch.allclose(r_q, R.question, atol=1e-8)
+
+
+def test_words_equal_the_lstm_modules_explanation(data, random_model):
+    """Word relevance = lt.lstm.explain of each unit of q, weighted by R_q / q (linearity)."""
+    image, tokens, lengths, _ = data.batch(torch.arange(3))
+    m = random_model
+    R = vqa.explain(m, image.double(), tokens, lengths)
+    q = m.question(tokens, lengths).detach()
+    hidden = q.shape[1]
+
+    class Identity(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding, self.lstm = m.embedding, m.lstm
+            self.head = nn.Linear(hidden, hidden, bias=False).double()
+            with torch.no_grad():
+                self.head.weight.copy_(torch.eye(hidden))
+
+    ident = Identity()
+    expected = torch.zeros_like(R.words)
+    for k in range(hidden):
+        rel = lt.lstm.explain(ident, tokens, lengths, target=torch.full((3,), k), eps=1e-3)
+        # explain(target=k) starts from R = q_k, and the identity read-out's ε-rule hands
+        # q_k^2 / (q_k + ε sign q_k) to unit k; rescale that to the R_{q_k} of the RN
+        qk = q[:, k]
+        reached = qk * qk / (qk + 1e-3 * torch.where(qk >= 0, 1.0, -1.0))
+        expected += rel.tokens * (R.question[:, k] / reached)[:, None]
+    assert torch.allclose(R.words, expected, atol=1e-6)
+
+
+def test_model_is_left_untouched(data, random_model):
+    model = copy.deepcopy(random_model).train()
+    before = copy.deepcopy(model.state_dict())
+    image, tokens, lengths, _ = data.batch(torch.arange(2))
+    vqa.explain(model, image.double(), tokens, lengths)
+    vqa.grad_cam(model, image.double(), tokens, lengths)
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_explanation_is_batch_independent(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(4))
+    full = vqa.explain(random_model, image.double(), tokens, lengths)
+    one = vqa.explain(random_model, image[2:3].double(), tokens[2:3], lengths[2:3])
+    assert torch.allclose(full.pixels[2:3], one.pixels, atol=1e-10)
+    assert torch.allclose(full.words[2:3], one.words, atol=1e-10)
+
+
+def test_grad_cam_is_constant_on_cells(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(2))
+    cam = vqa.grad_cam(random_model, image.double(), tokens, lengths)
+    assert cam.shape == (2, cl.IMAGE_SIZE, cl.IMAGE_SIZE) and bool((cam >= 0).all())
+    blocks = cam.reshape(2, cl.GRID, cl.CELL, cl.GRID, cl.CELL)
+    assert torch.allclose(blocks.amax((2, 4)), blocks.amin((2, 4)))
+
+
+def test_image_model_repeats_the_questions(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(2))
+    wrapped = vqa.ImageModel(random_model, tokens, lengths)
+    x = image.double()
+    assert torch.allclose(wrapped(torch.cat([x, x])), torch.cat([wrapped(x)] * 2))
+    with pytest.raises(ValueError, match="multiple"):
+        wrapped(x[:1].repeat(3, 1, 1, 1))
+
+
+# ------------------------------------------------------------------ ground-truth metrics
+
+
+def test_ground_truth_scores_on_hand_made_maps():
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[:, :2, :2] = True  # 4 of 16 pixels
+    inside = torch.zeros(2, 4, 4)
+    inside[0, :2, :2] = torch.tensor([[3.0, 1.0], [2.0, 0.5]])  # all inside the GT
+    inside[1] = 1.0  # uniform map
+    inside[1, 3, 3] = 2.0  # the maximum lies outside
+    scores = vqa.ground_truth_scores(inside, {"single": mask})
+    assert torch.allclose(scores["mass_single"], torch.tensor([1.0, 4 / 17], dtype=torch.float64))
+    # map 1: the top 4 are the 2.0 outside, then ties of 1.0 broken by pixel index: (0,0),
+    # (0,1) inside, (0,2) outside
+    assert scores["rank_single"].tolist() == [1.0, 0.5]
+    assert scores["pointing_single"].tolist() == [1.0, 0.0]
+    negative = -inside.unsqueeze(1)  # "sum,pos" keeps only positive evidence
+    assert scores.keys() == vqa.ground_truth_scores(negative, {"single": mask}).keys()
+    assert vqa.ground_truth_scores(negative, {"single": mask})["mass_single"].sum() == 0
+
+
+def test_evaluation_runs_on_every_method(data, random_model):
+    model = copy.deepcopy(random_model).float()
+    res = vqa.evaluate_explanations(model, data, torch.arange(4), batch_size=2)
+    assert set(res) == set(vqa.METHODS)
+    for scores in res.values():
+        for key, value in scores.items():
+            assert value.shape == (4,) and bool(((value >= 0) & (value <= 1)).all()), key
+    with pytest.raises(ValueError, match="empty"):
+        vqa.evaluate_explanations(model, data, torch.arange(0))
