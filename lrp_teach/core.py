@@ -118,14 +118,24 @@ def named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 class _LRP(torch.autograd.Function):
-    """Forward: the layer's exact output.  Backward: :math:`c = \\rho(W)^T (g z / z^\\rho)`."""
+    """Forward: the layer's exact output.  Backward: :math:`c = \\rho(W)^T (g z / z^\\rho)`.
+
+    With ``relu=True`` the following ReLU is applied inside (its mask folds into the
+    stored ratio), so that one output-sized tensor per layer is kept for the backward pass.
+    """
 
     @staticmethod
-    def forward(ctx, a: Tensor, rule: Rule, op: LayerOp, sink: list) -> Tensor:
+    def forward(ctx, a: Tensor, rule: Rule, op: LayerOp, sink: list, relu: bool) -> Tensor:
         z, dens, state = rule.forward(op, a)
-        ctx.scales = tuple(z / d for d in dens)
+        scales = []
+        for d in dens:  # the denominators are fresh tensors: divide in place
+            ratio = torch.div(z, d, out=d) if d is not z and d.shape == z.shape else z / d
+            if relu:
+                ratio.mul_(z > 0)
+            scales.append(ratio)
+        ctx.scales = tuple(scales)
         ctx.rule, ctx.op, ctx.state, ctx.sink, ctx.shape = rule, op, state, sink, a.shape
-        return z
+        return z.clamp_(min=0) if relu else z
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -134,7 +144,7 @@ class _LRP(torch.autograd.Function):
             ctx.sink.append(extra)
         if c is None:
             c = g.new_zeros(ctx.shape)
-        return c, None, None, None
+        return c, None, None, None, None
 
 
 def _default_composite():
@@ -255,12 +265,16 @@ def _run(model, x, target, composite, record: bool) -> _Run:
     ):  # oneDNN convolutions run up to 2x faster on channels-last tensors; same values
         a = xg.contiguous(memory_format=torch.channels_last)
     first_param = True
+    fused = False
     with torch.enable_grad():
-        for (path, m), rule in zip(layers, rules, strict=True):
-            if rule is not None:
+        for i, ((path, m), rule) in enumerate(zip(layers, rules, strict=True)):
+            if fused:  # this ReLU was applied by the layer before
+                fused = False
+            elif rule is not None:
                 _check_layer_input(path, m, a, x, first_param)
                 first_param = False
-                a = _LRP.apply(a, rule, LayerOp(m, a), sink)
+                fused = not record and i + 1 < len(layers) and _is(layers[i + 1][1], (nn.ReLU,))
+                a = _LRP.apply(a, rule, LayerOp(m, a), sink, fused)
             elif isinstance(m, nn.ReLU):
                 a = F.relu(a)
             elif _is(m, _PASS):

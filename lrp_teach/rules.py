@@ -70,7 +70,9 @@ def stabilize(z: Tensor, epsilon: float) -> Tensor:
     if epsilon == 0:
         return torch.where(z == 0, torch.full_like(z, math.inf), z)
     # copysign is much faster than torch.where; "+ 0.0" turns -0.0 into +0.0 (sign(0) = +1)
-    return z + torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z + 0.0)
+    out = z + 0.0
+    torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), out, out=out)
+    return out.add_(z)
 
 
 def _padding(layer: nn.Module) -> tuple[int, ...]:
