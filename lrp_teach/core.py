@@ -287,7 +287,8 @@ def _run(model, x, target, composite, record: bool) -> _Run:
                         f"layer '{path}' ({m}) cannot process a tensor of shape "
                         f"{tuple(a.shape)}: {err}"
                     ) from err
-            tensors.append(a)
+            if record:
+                tensors.append(a)
         out = a
         t = _targets(out, target)
         g_out = torch.zeros_like(out).scatter_(1, t[:, None], 1.0)

@@ -529,30 +529,43 @@ def ground_truth_scores(R: Tensor, masks: dict[str, Tensor],
     return out
 
 
+def explanation_maps(model: RelationNetwork, data, index: Tensor, *,
+                     methods: dict | None = None, batch_size: int = 16) -> dict[str, Tensor]:
+    """Pixel maps of each method for the questions ``index`` of ``data``.
+
+    Each method explains the model's predicted answer. Returns ``{method: (n, 3, H, W)}`` (or
+    ``(n, H, W)`` for Grad-CAM), ready for :func:`ground_truth_scores` with any pooling.
+    """
+    methods = METHODS if methods is None else methods
+    index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+    if len(index) == 0:
+        raise ValueError("index is empty: no questions to evaluate")
+    was_training = model.training
+    model.eval()
+    maps: dict[str, list[Tensor]] = {name: [] for name in methods}
+    try:
+        for start in range(0, len(index), batch_size):
+            idx = index[start:start + batch_size]
+            image, tokens, lengths, _ = data.batch(idx)
+            with torch.no_grad():
+                target = model(image, tokens, lengths).argmax(1)
+            for name, fn in methods.items():
+                maps[name].append(fn(model, image, tokens, lengths, target).detach())
+    finally:
+        model.train(was_training)
+    return {name: torch.cat(v) for name, v in maps.items()}
+
+
 def evaluate_explanations(model: RelationNetwork, data, index: Tensor, *,
                           methods: dict | None = None, pooling: str = "sum,pos",
                           batch_size: int = 16) -> dict[str, dict[str, Tensor]]:
     """Ground-truth scores of each method on the questions ``index`` of ``data``.
 
     Each method explains the model's predicted answer; pass only correctly answered
-    questions to follow CLEVR-XAI. Returns ``{method: {score: (n,) tensor}}`` with the
-    scores of :func:`ground_truth_scores` for the masks "single", "union" and "all".
+    questions to follow CLEVR-XAI (``arras2022clevrxai``). Returns
+    ``{method: {score: (n,) tensor}}`` with the scores of :func:`ground_truth_scores` for the
+    masks "single", "union" and "all".
     """
-    methods = METHODS if methods is None else methods
-    index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
-    if len(index) == 0:
-        raise ValueError("index is empty: no questions to evaluate")
-    model.eval()
-    results: dict[str, dict[str, list]] = {name: {} for name in methods}
-    for start in range(0, len(index), batch_size):
-        idx = index[start:start + batch_size]
-        image, tokens, lengths, _ = data.batch(idx)
-        with torch.no_grad():
-            target = model(image, tokens, lengths).argmax(1)
-        masks = data.gt_masks(idx)
-        for name, fn in methods.items():
-            R = fn(model, image, tokens, lengths, target).detach()
-            for key, value in ground_truth_scores(R, masks, pooling).items():
-                results[name].setdefault(key, []).append(value)
-    return {name: {k: torch.cat(v) for k, v in scores.items()}
-            for name, scores in results.items()}
+    maps = explanation_maps(model, data, index, methods=methods, batch_size=batch_size)
+    masks = data.gt_masks(torch.as_tensor(index, dtype=torch.long).reshape(-1))
+    return {name: ground_truth_scores(R, masks, pooling) for name, R in maps.items()}

@@ -23,8 +23,8 @@ __all__ = ["CONFIG", "accuracy_by_type", "fit_relation_network", "train_clevr_rn
 register("clevr_rn", "lrp_teach.train.clevr:train_clevr_rn")
 
 #: Hyper-parameters of the shipped model.
-CONFIG: dict = {"steps": 20000, "batch_size": 64, "lr": 2e-3, "warmup": 500,
-                "weight_decay": 1e-5, "model": {}}
+CONFIG: dict = {"steps": 32000, "batch_size": 32, "lr": 2e-3, "warmup": 500,
+                "weight_decay": 1e-5, "every": 2000, "model": {}}
 
 
 @torch.no_grad()
@@ -54,7 +54,7 @@ def accuracy_by_type(model: RelationNetwork, data: ClevrLite,
 def fit_relation_network(model: RelationNetwork, train: ClevrLite, *, steps: int,
                          batch_size: int, lr: float, warmup: int, weight_decay: float,
                          seed: int, monitor: ClevrLite | None = None, every: int = 1000,
-                         log=print) -> RelationNetwork:
+                         checkpoint: str | None = None, log=print) -> RelationNetwork:
     """Adam on cross-entropy, learning rate ``lr * min(1, t/warmup) * cos`` decay to 0."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -84,6 +84,8 @@ def fit_relation_network(model: RelationNetwork, train: ClevrLite, *, steps: int
                 acc = accuracy_by_type(model, monitor)
                 line += " " + " ".join(f"{k} {v:.3f}" for k, v in acc.items())
             log(f"{line} time {time.time() - start:.0f}s", flush=True)
+            if checkpoint:
+                torch.save(model.state_dict(), checkpoint)
     return model.eval()
 
 
@@ -97,7 +99,8 @@ def train_clevr_rn(seed: int = 0, config: dict | None = None, save: bool = True)
     start = time.time()
     fit_relation_network(model, train, steps=cfg["steps"], batch_size=cfg["batch_size"],
                          lr=cfg["lr"], warmup=cfg["warmup"], weight_decay=cfg["weight_decay"],
-                         seed=seed, monitor=val, every=cfg.get("every", 1000))
+                         seed=seed, monitor=val, every=cfg["every"],
+                         checkpoint=cfg.get("checkpoint"))
     minutes = (time.time() - start) / 60
     test = load_clevr_lite("test")
     metrics = {f"test_{k}": round(v, 4) for k, v in accuracy_by_type(model, test).items()}
@@ -111,5 +114,6 @@ def train_clevr_rn(seed: int = 0, config: dict | None = None, save: bool = True)
                         extra={"data": "load_clevr_lite('train'); tested on "
                                        "load_clevr_lite('test')",
                                "relational_types": list(RELATIONAL),
-                               "config": {k: v for k, v in cfg.items() if k != "model"}})
+                               "config": {k: v for k, v in cfg.items()
+                                          if k not in ("model", "checkpoint")}})
     return metrics
