@@ -6,7 +6,7 @@ batch sizes 1 and 8.  Methods:
 * ``gradient``: the plain input gradient (one forward, one backward; only the input's
   gradient is requested);
 * ``gradient_cl``: the same on channels-last tensors (the layout ``explain`` uses inside
-  for float32 CPU convolutions), to show how much of the speed is the layout;
+  for float32 CPU convolutions on batches of 2 or more), to show what the layout gains;
 * ``lrp_teach``: ``lt.explain`` with ``EpsilonGammaBox(-1, 1)``;
 * ``captum``: ``captum.attr.LRP`` with ``GammaRule`` on convolutions and ``EpsilonRule`` on
   dense layers (captum has no z^B rule; its first layer gets gamma);

@@ -99,7 +99,7 @@ def gradient(model: nn.Module, x: torch.Tensor, target: Target = None, *,
               \\qquad\\text{or, with ``absolute``,}\\qquad
               R_i = \\Big|\\frac{\\partial f_c}{\\partial x_i}(x)\\Big|
 
-    Sensitivity analysis (``simonyan2014``) says how much a small change of each pixel changes
+    Sensitivity analysis :cite:`simonyan2014` says how much a small change of each pixel changes
     the output; it does not decompose :math:`f_c(x)`.
 
     Parameters
@@ -126,12 +126,12 @@ def gradient(model: nn.Module, x: torch.Tensor, target: Target = None, *,
 
 
 def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
-    """Gradient times input (``shrikumar2017``).
+    """Gradient times input :cite:`shrikumar2017`.
 
     .. math:: R_i = x_i \\, \\frac{\\partial f_c}{\\partial x_i}(x)
 
     For a ReLU network without biases this equals LRP-0 and sums to :math:`f_c(x)`
-    (``montavon2019overview``).
+    :cite:`montavon2019overview`.
     """
     _check_input(x)
     t = resolve_target(model, x, target)
@@ -152,7 +152,7 @@ def _baseline_like(x: torch.Tensor, baseline: float | torch.Tensor) -> torch.Ten
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target = None, *,
                          baseline: float | torch.Tensor = 0.0, steps: int = 32,
                          batch_size: int = 1024) -> torch.Tensor:
-    """Integrated Gradients (``sundararajan2017``), by the trapezoidal rule.
+    """Integrated Gradients :cite:`sundararajan2017`, by the trapezoidal rule.
 
     .. math:: R_i = (x_i - \\bar x_i) \\int_0^1
               \\frac{\\partial f_c}{\\partial x_i}\\big(\\bar x + \\alpha (x - \\bar x)\\big)
@@ -196,7 +196,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target = Non
 def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target = None, *,
                noise: float = 0.15, samples: int = 32, seed: int = 0,
                times_input: bool = False, batch_size: int = 1024) -> torch.Tensor:
-    """SmoothGrad (``smilkov2017``): the gradient averaged over noisy copies of the input.
+    """SmoothGrad :cite:`smilkov2017`: the gradient averaged over noisy copies of the input.
 
     .. math:: R_i = \\frac{1}{n} \\sum_{s=1}^{n}
               \\frac{\\partial f_c}{\\partial x_i}(x + \\eta_s),\\qquad
@@ -249,7 +249,7 @@ def _window_starts(size: int, window: int, stride: int) -> list[int]:
 def occlusion(model: nn.Module, x: torch.Tensor, target: Target = None, *,
               patch: int = 2, stride: int | None = None, value: float = 0.0,
               batch_size: int = 1024) -> torch.Tensor:
-    """Occlusion (``zeiler2014``): the drop of the target logit when a patch is masked.
+    """Occlusion :cite:`zeiler2014`: the drop of the target logit when a patch is masked.
 
     For each window :math:`W` (a ``patch`` x ``patch`` square over all channels of an image,
     or ``patch`` consecutive features of a vector), every input in it receives
@@ -328,7 +328,7 @@ class _GuidedReLU(torch.autograd.Function):
 
 
 def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
-    """Guided Backpropagation (``springenberg2015``).
+    """Guided Backpropagation :cite:`springenberg2015`.
 
     The gradient is propagated as usual except at every ``nn.ReLU``, where
 

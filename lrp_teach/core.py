@@ -22,6 +22,7 @@ and nothing needs restoring when an error is raised.
 from __future__ import annotations
 
 import html
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -56,6 +57,7 @@ _FREE = (
     *_PASS,
 )
 _SUPPORTED = PARAMETRIC + _FREE
+CL_BATCH = 2  # smallest batch computed in channels-last layout (measured: no gain at 1)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -126,20 +128,25 @@ class _LRP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, rule: Rule, op: LayerOp, sink: list, relu: bool) -> Tensor:
-        z, dens, state = rule.forward(op, a)
+        # with relu=True, z is already max(0, z): the ratio max(0, z) / den then carries the
+        # ReLU's mask, and the ReLU needs no tensor of its own for the backward pass
+        z, dens, state = rule.forward(op, a, relu)
+        op.release()
         scales = []
         for d in dens:  # the denominators are fresh tensors: divide in place
-            ratio = torch.div(z, d, out=d) if d is not z and d.shape == z.shape else z / d
-            if relu:
-                ratio.mul_(z > 0)
-            scales.append(ratio)
+            scales.append(torch.div(z, d, out=d) if d is not z and d.shape == z.shape else z / d)
         ctx.scales = tuple(scales)
         ctx.rule, ctx.op, ctx.state, ctx.sink, ctx.shape = rule, op, state, sink, a.shape
-        return z.clamp_(min=0) if relu else z
+        return z
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        c, extra = ctx.rule.backward(ctx.op, ctx.state, tuple(g * s for s in ctx.scales))
+        if ctx.scales is None:
+            raise RuntimeError("the LRP graph can be traversed only once")
+        s = tuple(g * r for r in ctx.scales)
+        state, ctx.scales, ctx.state = ctx.state, None, None  # free memory as we go
+        c, extra = ctx.rule.backward(ctx.op, state, s)
+        del s, state
         if extra is not None:
             ctx.sink.append(extra)
         if c is None:
@@ -204,8 +211,8 @@ def _targets(out: Tensor, target: int | Tensor | None) -> Tensor:
             t = t.expand(batch)
         elif t.numel() != batch:
             raise ValueError(f"target has {t.numel()} entries, but the batch has {batch}")
-    elif isinstance(target, int) and not isinstance(target, bool):
-        t = torch.full((batch,), target, dtype=torch.long, device=out.device)
+    elif isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        t = torch.full((batch,), int(target), dtype=torch.long, device=out.device)
     else:
         raise TypeError(f"target must be None, an int or a LongTensor, got {type(target).__name__}")
     bad = (t < 0) | (t >= classes)
@@ -232,8 +239,8 @@ class _Run:
 def _run(model, x, target, composite, record: bool) -> _Run:
     layers = named_layers(model)
     x = _check_x(x)
-    if any(m.training for m in model.modules()):
-        warnings.warn(
+    if any(m.training and isinstance(m, _PASS[1:]) for _, m in layers):
+        warnings.warn(  # only Dropout behaves differently in training mode here
             "the model is in training mode; explain() computes as in eval mode (Dropout "
             "off) and leaves the model's flag unchanged. Call model.eval() to silence this.",
             stacklevel=3,
@@ -260,9 +267,9 @@ def _run(model, x, target, composite, record: bool) -> _Run:
     sink: list[Tensor] = []
     tensors = [xg]
     a = xg
-    if x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu" and any(
-        isinstance(m, nn.Conv2d) for _, m in layers
-    ):  # oneDNN convolutions run up to 2x faster on channels-last tensors; same values
+    if (x.dim() == 4 and x.shape[0] >= CL_BATCH and x.dtype == torch.float32
+            and x.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for _, m in layers)):
+        # oneDNN convolutions run up to 2x faster on channels-last batches; same values
         a = xg.contiguous(memory_format=torch.channels_last)
     first_param = True
     fused = False
@@ -336,7 +343,8 @@ def explain(
     model : nn.Module
         A (nested) ``nn.Sequential`` of Linear, Conv1d, Conv2d, ReLU, MaxPool1d/2d,
         AvgPool1d/2d, AdaptiveAvgPool1d/2d, Flatten, Dropout and Identity layers (BatchNorm
-        after :func:`lrp_teach.canonize`).  Left exactly as it was.
+        after :func:`lrp_teach.canonize`).  Left exactly as it was.  A model in training
+        mode is computed as in eval mode (Dropout off), with a warning if it has Dropout.
     x : Tensor
         A batch of inputs, float32 or float64, on any device; the computation runs in x's
         dtype and on x's device.

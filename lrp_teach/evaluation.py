@@ -155,7 +155,7 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, R: torch.Tensor,
                        fill: str | float | torch.Tensor = "uniform", low: float = 0.0,
                        high: float = 1.0, seed: int = 0, output: str = "logit",
                        batch_size: int = 256) -> torch.Tensor:
-    """Region perturbation (pixel flipping) of Samek et al. (``samek2017evaluating``), batched.
+    """Region perturbation (pixel flipping) of Samek et al. :cite:`samek2017evaluating`, batched.
 
     The image is cut into non-overlapping ``patch`` x ``patch`` regions, ranked by their
     summed relevance. Step :math:`k` replaces the first :math:`k \\cdot` ``per_step`` regions
@@ -251,7 +251,7 @@ def perturbation_curve_loop(model: nn.Module, x: torch.Tensor, R: torch.Tensor,
 
 
 def aopc(curves: torch.Tensor, cumulative: bool = False) -> torch.Tensor:
-    """Area over the perturbation curve (``samek2017evaluating``), per image.
+    """Area over the perturbation curve :cite:`samek2017evaluating`, per image.
 
     .. math:: \\mathrm{AOPC} = \\frac{1}{L+1} \\sum_{k=0}^{L}
               \\big(f(x^{(0)}) - f(x^{(k)})\\big)
@@ -285,7 +285,7 @@ POOLINGS = ("sum,pos", "sum,abs", "max-norm", "l2-norm")
 
 
 def pool(R: torch.Tensor, pooling: str = "sum,pos") -> torch.Tensor:
-    """Pool relevance over channels into a non-negative map (``arras2022clevrxai``).
+    """Pool relevance over channels into a non-negative map :cite:`arras2022clevrxai`.
 
     ``"sum,pos"``: :math:`\\max(0, \\sum_c R_c)`; ``"sum,abs"``: :math:`|\\sum_c R_c|`;
     ``"max-norm"``: :math:`\\max_c |R_c|`; ``"l2-norm"``: :math:`\\sqrt{\\sum_c R_c^2}`.
@@ -331,7 +331,7 @@ def _pooled_and_mask(R: torch.Tensor, mask: torch.Tensor, pooling: str):
 
 def relevance_mass_accuracy(R: torch.Tensor, mask: torch.Tensor, pooling: str = "sum,pos"
                             ) -> torch.Tensor:
-    """Share of the (pooled) relevance that falls inside the ground truth (``arras2022clevrxai``).
+    """Share of the (pooled) relevance that falls inside the ground truth :cite:`arras2022clevrxai`.
 
     .. math:: \\mathrm{mass} = \\frac{\\sum_{p \\in GT} R_p}{\\sum_{p} R_p}
 
@@ -350,7 +350,7 @@ def relevance_rank_accuracy(R: torch.Tensor, mask: torch.Tensor, pooling: str = 
 
     .. math:: \\mathrm{rank} = \\frac{|\\mathrm{top}_K(R) \\cap GT|}{K}
 
-    (``arras2022clevrxai``). Ties among equal relevance values are broken by pixel index.
+    :cite:`arras2022clevrxai`. Ties among equal relevance values are broken by pixel index.
     Returns a tensor of shape ``(B,)``.
     """
     P, m = _pooled_and_mask(R, mask, pooling)
@@ -364,7 +364,7 @@ def relevance_rank_accuracy(R: torch.Tensor, mask: torch.Tensor, pooling: str = 
 
 def pointing_game(R: torch.Tensor, mask: torch.Tensor, pooling: str = "sum,pos"
                   ) -> torch.Tensor:
-    """Whether the most relevant pixel lies in the ground truth (``zhang2018pointing``).
+    """Whether the most relevant pixel lies in the ground truth :cite:`zhang2018pointing`.
 
     .. math:: \\mathrm{hit} = \\mathbb 1\\big[\\arg\\max_p R_p \\in GT\\big]
 
@@ -381,8 +381,8 @@ def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -> torch.
     .. math:: \\rho = \\mathrm{corr}\\big(\\mathrm{rank}(a), \\mathrm{rank}(b)\\big)
 
     With ``absolute``, the ranks of :math:`|a|` and :math:`|b|` are compared, as in the
-    sanity checks of Adebayo et al. (``adebayo2018``). Channels are summed first. Ties get
-    distinct ranks in index order.
+    sanity checks of Adebayo et al. :cite:`adebayo2018`. Channels are summed first. Tied values
+    share their average rank; a constant map (no ranking at all) gives 0.
     """
     if a.shape != b.shape:
         raise ValueError(
@@ -392,14 +392,16 @@ def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -> torch.
     def ranks(v: torch.Tensor) -> torch.Tensor:
         v = v.sum(1) if v.dim() == 4 else v
         v = v.reshape(len(v), -1).double()
-        v = v.abs() if absolute else v
-        r = torch.empty_like(v)
-        r.scatter_(1, v.argsort(dim=1, stable=True),
-                   torch.arange(v.shape[1], dtype=v.dtype, device=v.device).expand_as(v))
+        v = (v.abs() if absolute else v).contiguous()
+        ordered = v.sort(dim=1).values
+        below = torch.searchsorted(ordered, v, right=False)
+        upto = torch.searchsorted(ordered, v, right=True)
+        r = (below + upto - 1).double() / 2  # tied values share their average rank
         return r - r.mean(1, keepdim=True)
 
     ra, rb = ranks(a), ranks(b)
-    return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))
+    norm = ra.norm(dim=1) * rb.norm(dim=1)
+    return torch.where(norm > 0, (ra * rb).sum(1) / norm.clamp(min=1e-300), torch.zeros_like(norm))
 
 
 def cascading_randomization(model: nn.Module, seed: int = 0,
@@ -409,7 +411,7 @@ def cascading_randomization(model: nn.Module, seed: int = 0,
     """Yield copies of ``model`` with ever more layers re-initialized, from the top down.
 
     Following the cascading model-parameter randomization of Adebayo et al.
-    (``adebayo2018``): the first copy has the last layer's weights and bias re-drawn from
+    :cite:`adebayo2018`: the first copy has the last layer's weights and bias re-drawn from
     the layer's own initialization (``reset_parameters``), the next also the layer below,
     and so on down to the first layer. ``model`` itself is not changed.
 
@@ -440,35 +442,53 @@ class RandomizationResult:
         Layer randomized last at each stage (top layer first).
     similarity : dict
         Method name -> tensor of shape ``(len(layers), B)``.
+    maps : dict
+        Method name -> tensor of shape ``(1 + len(layers), B, ...)``: the map of the trained
+        model, then the maps at each stage, for other similarity measures.
+    absolute : bool
+        Whether ``similarity`` compares absolute values.
     """
 
     layers: list[str]
     similarity: dict[str, torch.Tensor]
+    maps: dict[str, torch.Tensor]
+    absolute: bool = True
 
     def mean(self) -> dict[str, list[float]]:
         """Mean similarity over the images, per method and stage."""
         return {k: v.mean(1).tolist() for k, v in self.similarity.items()}
+
+    def rescore(self, absolute: bool) -> RandomizationResult:
+        """The same maps compared with (``absolute=True``) or without absolute values."""
+        similarity = {name: torch.stack([spearman(m[0], stage, absolute=absolute)
+                                         for stage in m[1:]]) for name, m in self.maps.items()}
+        return RandomizationResult(self.layers, similarity, self.maps, absolute)
 
 
 def model_randomization(model: nn.Module, x: torch.Tensor,
                         methods: dict[str, Callable[..., torch.Tensor]],
                         target: Target = None, *, seed: int = 0, absolute: bool = True
                         ) -> RandomizationResult:
-    """The model-parameter randomization test (``adebayo2018``) for several methods.
+    """The model-parameter randomization test :cite:`adebayo2018` for several methods.
 
     Each method ``fn(model, x, target)`` explains the trained model and every stage of
     :func:`cascading_randomization`; the result holds the Spearman rank correlation
-    (:func:`spearman`) between the two maps of each image. A method that passes the test
-    gives maps that change (correlation drops) once the weights they should depend on are
-    random. The target classes are fixed on the trained model.
+    (:func:`spearman`) between the two maps of each image,
+
+    .. math:: s_{m,\\ell}(x) = \\rho\\big(R_m(x; \\theta),\\, R_m(x; \\theta_{\\ell})\\big),
+
+    where :math:`\\theta_\\ell` has the layers from the top down to :math:`\\ell` re-drawn.
+    A method that passes the test gives maps that change (correlation drops) once the
+    weights they should depend on are random. The target classes are fixed on the trained
+    model.
     """
     t = resolve_target(model, x, target)
-    reference = {name: fn(model, x, t).detach() for name, fn in methods.items()}
+    maps: dict[str, list[torch.Tensor]] = {name: [fn(model, x, t).detach()]
+                                           for name, fn in methods.items()}
     layers: list[str] = []
-    scores: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
     for layer, randomized in cascading_randomization(model, seed=seed):
         layers.append(layer)
         for name, fn in methods.items():
-            scores[name].append(spearman(reference[name], fn(randomized, x, t).detach(),
-                                         absolute=absolute))
-    return RandomizationResult(layers, {k: torch.stack(v) for k, v in scores.items()})
+            maps[name].append(fn(randomized, x, t).detach())
+    stacked = {name: torch.stack(v) for name, v in maps.items()}
+    return RandomizationResult(layers, {}, stacked, absolute).rescore(absolute)

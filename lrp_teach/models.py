@@ -21,7 +21,7 @@ __all__ = ["count_parameters", "digits_cnn", "digits_mlp"]
 def digits_mlp(hidden: tuple[int, int] = (100, 50), n_classes: int = 10) -> nn.Sequential:
     """A ReLU multilayer perceptron for flattened 8x8 digits (64 inputs in ``[0, 1]``).
 
-    The forward pass is the one of the LRP overview {cite}`montavon2019overview`,
+    The forward pass is the one of the LRP overview :cite:`montavon2019overview`,
 
     .. math:: a^{(l)}_k = \\max\\big(0, \\textstyle\\sum_j a^{(l-1)}_j w_{jk} + b_k\\big),
 
@@ -58,7 +58,7 @@ def digits_cnn(channels: tuple[int, int] = (16, 32), hidden: int = 64, n_classes
     Two blocks ``Conv3x3 -> BatchNorm -> ReLU -> MaxPool2x2`` (``features``) are followed by
     ``Flatten -> Linear -> ReLU -> Linear`` (``classifier``). A convolution computes the
     same pre-activation as a linear layer whose weights are shared across positions
-    {cite}`montavon2019overview`,
+    :cite:`montavon2019overview`,
 
     .. math:: z_k = \\textstyle\\sum_{j} a_j w_{jk} + b_k,\\quad
               w_{jk} = W[c_k, c_j, p_j - p_k],

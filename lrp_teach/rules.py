@@ -19,9 +19,9 @@ conventions of the package (DESIGN.md, "Rule conventions") are:
 
 A rule is used by :func:`lrp_teach.core.explain` through two methods:
 
-``forward(op, a) -> (z, denominators, state)``
-    the exact layer output ``z`` (the model's own value), the stabilized denominators and
-    whatever the backward step needs;
+``forward(op, a, relu=False) -> (z, denominators, state)``
+    the exact layer output ``z`` (the model's own value; with ``relu=True`` passed through a
+    following ReLU), the stabilized denominators and whatever the backward step needs;
 ``backward(op, state, s) -> (c, extra)``
     given ``s = R / denominator`` for each denominator, the vector ``c`` with
     :math:`R_j = a_j c_j + \\mathrm{extra}_j` (``c`` or ``extra`` may be ``None``).
@@ -37,7 +37,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.grad import conv1d_input, conv2d_input
 
 __all__ = [
     "AlphaBeta",
@@ -104,7 +103,9 @@ class LayerOp:
 
     def __init__(self, layer: nn.Module, like: Tensor) -> None:
         self.layer = layer
-        self.weight = layer.weight.detach().to(device=like.device, dtype=like.dtype)
+        self.device, self.dtype = like.device, like.dtype
+        self.channels_last = False
+        self._weight: Tensor | None = None
         bias = layer.bias
         self.bias = None if bias is None else bias.detach().to(like.device, like.dtype)
         if isinstance(layer, nn.Linear):
@@ -123,9 +124,25 @@ class LayerOp:
             if self.kind == "conv2d" and like.dim() == 4 and not like.is_contiguous() and (
                 like.is_contiguous(memory_format=torch.channels_last)
             ):  # match the input's channels-last layout (faster oneDNN kernels)
-                self.weight = self.weight.contiguous(memory_format=torch.channels_last)
+                self.channels_last = True
         else:
             raise TypeError(f"LayerOp expects a Linear or Conv layer, got {type(layer).__name__}")
+
+    @property
+    def weight(self) -> Tensor:
+        """The layer's weight in the input's dtype, device (and layout); built on demand."""
+        if self._weight is None:
+            w = self.layer.weight.detach().to(device=self.device, dtype=self.dtype)
+            if self.channels_last:
+                w = w.contiguous(memory_format=torch.channels_last)
+            self._weight = w
+        return self._weight
+
+    def release(self) -> None:
+        """Drop the converted weight between the passes (the backward pass rebuilds it);
+        rules rebuild :math:`\\rho(w)` the same way, so no weight-sized copy waits for the
+        backward pass."""
+        self._weight = None
 
     def __call__(self, a: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
         if self.kind == "linear":
@@ -137,8 +154,15 @@ class LayerOp:
         """Transpose: :math:`c_j = \\sum_k w_{jk} s_k`, shaped like the layer input."""
         if self.kind == "linear":
             return s @ w
-        grad = conv1d_input if self.kind == "conv1d" else conv2d_input
-        return grad(shape, w, s, self.stride, self.padding, self.dilation, self.groups)
+        # the input gradient of the convolution; torch.nn.grad.conv2d_input would pass an
+        # expanded dummy input, which oneDNN copies into a full tensor first
+        layout = torch.channels_last if (
+            s.dim() == 4 and not s.is_contiguous()
+            and s.is_contiguous(memory_format=torch.channels_last)) else torch.contiguous_format
+        dummy = torch.empty(shape, dtype=s.dtype, device=s.device, memory_format=layout)
+        return torch.ops.aten.convolution_backward(
+            s, dummy, w, None, self.stride, self.padding, self.dilation, False,
+            [0] * len(self.stride), self.groups, [True, False, False])[0]
 
     def bias_or_zero(self) -> Tensor:
         """The bias, or zeros when the layer has none."""
@@ -157,6 +181,11 @@ class LayerOp:
     def groups_ok(self) -> bool:
         """Whether weights may be stacked along the output dimension (no grouped convs)."""
         return self.kind == "linear" or self.groups == 1
+
+
+def _relu(z: Tensor, relu: bool) -> Tensor:
+    """Apply a following ReLU in place (``z`` is a fresh tensor)."""
+    return z.clamp_(min=0) if relu else z
 
 
 def _bias_rho(op: LayerOp, fn) -> Tensor | None:
@@ -184,15 +213,27 @@ class Rule:
         """The weight (and bias) transformation :math:`\\rho`; the identity here."""
         return w
 
-    def forward(self, op: LayerOp, a: Tensor) -> tuple[Tensor, tuple[Tensor, ...], object]:
-        """Exact output ``z``, the stabilized denominators and the state for :meth:`backward`."""
+    def forward(
+        self, op: LayerOp, a: Tensor, relu: bool = False
+    ) -> tuple[Tensor, tuple[Tensor, ...], object]:
+        """Exact output ``z``, the stabilized denominators and the state for :meth:`backward`.
+
+        With ``relu=True`` the output is :math:`\\max(0, z)` (a following ReLU applied in
+        place) and the denominators only need to be right where :math:`z > 0`; the caller
+        divides the returned output by them.
+        """
         w_rho = self.rho(op.weight)
         if w_rho is op.weight:
             z = op(a, op.weight, op.bias)
-            return z, (stabilize(z, self.stabilizer),), (w_rho, a.shape)
+            if relu:  # where z > 0 the stabilized denominator is z + eps; elsewhere R = 0
+                z.clamp_(min=0)
+                den = z + self.stabilizer if self.stabilizer else stabilize(z, 0.0)
+                return z, (den,), a.shape
+            return z, (stabilize(z, self.stabilizer),), a.shape
         # two separate calls: a stacked call is not faster and returns strided outputs
         z, z_rho = op(a, op.weight, op.bias), op(a, w_rho, self._bias(op))
-        return z, (stabilize(z_rho, self.stabilizer, inplace=True),), (w_rho, a.shape)
+        den = stabilize(z_rho, self.stabilizer, inplace=True)
+        return _relu(z, relu), (den,), a.shape
 
     def _bias(self, op: LayerOp) -> Tensor:
         b = op.bias_or_zero()
@@ -200,8 +241,7 @@ class Rule:
 
     def backward(self, op: LayerOp, state, s: tuple[Tensor, ...]):
         """Return ``(c, extra)`` with :math:`c_j = \\sum_k \\rho(w_{jk}) s_k` and no extra."""
-        w_rho, shape = state
-        return op.t(s[0], w_rho, shape), None
+        return op.t(s[0], self.rho(op.weight), state), None
 
     def _params(self) -> str:
         return f"stabilizer={self.stabilizer:g}" if self.stabilizer != 1e-6 else ""
@@ -327,7 +367,7 @@ class AlphaBeta(Rule):
             )
         self.alpha, self.beta = float(alpha), float(beta)
 
-    def forward(self, op: LayerOp, a: Tensor):
+    def forward(self, op: LayerOp, a: Tensor, relu: bool = False):
         w = op.weight
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         b = op.bias_or_zero()
@@ -342,10 +382,11 @@ class AlphaBeta(Rule):
             zp, zn = zp + op(a_neg, wn), zn + op(a_neg, wp)
         dens = (stabilize(zp, self.stabilizer, True), stabilize(zn, self.stabilizer, True))
         masks = None if a_neg is None else (a > 0, a < 0)
-        return z, dens, (wp, wn, a.shape, masks)
+        return _relu(z, relu), dens, (a.shape, masks)
 
     def backward(self, op: LayerOp, state, s):
-        wp, wn, shape, masks = state
+        shape, masks = state
+        wp, wn = op.weight.clamp(min=0), op.weight.clamp(max=0)
         sp, sn = s
         c_pos = self.alpha * op.t(sp, wp, shape)
         if self.beta:
@@ -405,17 +446,20 @@ class ZBox(Rule):
             raise ValueError("ZBox: low must not exceed high")
         self.low, self.high = low, high
 
-    def forward(self, op: LayerOp, a: Tensor):
+    def forward(self, op: LayerOp, a: Tensor, relu: bool = False):
         w = op.weight
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         low, high = _as_bound(self.low, a, "low"), _as_bound(self.high, a, "high")
         z_nobias = op(a, w)
         z = op.add_bias(z_nobias)
         z_box = z_nobias - op(low, wp) - op(high, wn)
-        return z, (stabilize(z_box, self.stabilizer, True),), (w, wp, wn, low, high, a.shape)
+        den = stabilize(z_box, self.stabilizer, True)
+        return _relu(z, relu), (den,), (low, high, a.shape)
 
     def backward(self, op: LayerOp, state, s):
-        w, wp, wn, low, high, shape = state
+        low, high, shape = state
+        w = op.weight
+        wp, wn = w.clamp(min=0), w.clamp(max=0)
         (s0,) = s
         if op.groups_ok() and op.kind != "linear":
             c = op.t(s0, torch.cat([w, wp, wn], dim=1), shape[:1] + (3 * shape[1],) + shape[2:])
@@ -440,16 +484,15 @@ class _InputFree(Rule):
     def weights(self, op: LayerOp) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
 
-    def forward(self, op: LayerOp, a: Tensor):
+    def forward(self, op: LayerOp, a: Tensor, relu: bool = False):
         z = op(a, op.weight, op.bias)
         w_rho, b_rho = self.weights(op)
         ones = a.new_ones((1,) + tuple(a.shape[1:]))
         den = op(ones, w_rho, b_rho)
-        return z, (stabilize(den, self.stabilizer),), (w_rho, a.shape)
+        return _relu(z, relu), (stabilize(den, self.stabilizer),), a.shape
 
     def backward(self, op: LayerOp, state, s):
-        w_rho, shape = state
-        return None, op.t(s[0], w_rho, shape)
+        return None, op.t(s[0], self.weights(op)[0], state)
 
 
 class WSquare(_InputFree):

@@ -3,14 +3,15 @@
 The model is the relation network of Santoro et al. 2017 (``santoro2017``), scaled
 down to run on a laptop CPU:
 
-* a small CNN (``Conv2d/BatchNorm2d/ReLU`` three times, stride 2) turns the ``48 x 48``
-  image into a ``6 x 6`` feature map; each cell, with its two coordinates in [-1, 1]
-  appended, is an "object" ``o_i``;
+* a small CNN (``Conv2d/BatchNorm2d/ReLU`` three times, with non-overlapping kernels of
+  sizes 2, 2 and 3 and equal strides) turns the ``48 x 48`` image into a ``4 x 4`` feature
+  map; each cell sees exactly its own ``12 x 12`` pixels, and with its two coordinates in
+  [-1, 1] appended it is an "object" ``o_i``;
 * an ``nn.Embedding`` and a one-layer ``nn.LSTM`` encode the question; ``q`` is the hidden
   state after the last word;
 * an MLP ``g`` reads every ordered pair ``(o_i, o_j, q)``;
 * its outputs are summed over the ``N^2`` pairs, scaled by ``1/N`` (a constant that keeps
-  the sum of 1,296 pairs in a good range for training), and an MLP ``f`` maps the result to
+  the sum of the 256 pairs in a good range for training), and an MLP ``f`` maps the result to
   the answer logits:
 
 .. math::  \\mathrm{RN}(O, q) = f\\Big(\\frac{1}{N}\\sum_{i,j} g(o_i, o_j, q)\\Big).
@@ -32,8 +33,23 @@ from .datasets.clevr_lite import ANSWERS, GRID, IMAGE_SIZE, VOCAB
 from .rules import stabilize
 
 __all__ = [
+    "ImageModel",
+    "MASKS",
+    "METHODS",
+    "PARTS",
     "RelationNetwork",
+    "VQARelevance",
     "build_relation_network",
+    "conservation_table",
+    "draw_architecture",
+    "draw_pairs",
+    "evaluate_explanations",
+    "explain",
+    "explanation_maps",
+    "grad_cam",
+    "ground_truth_scores",
+    "plot_question",
+    "word_relevance",
 ]
 
 
@@ -45,7 +61,7 @@ class RelationNetwork(nn.Module):
     vocab_size, n_answers : int
         Question vocabulary and answer set sizes.
     channels : tuple of int
-        Output channels of the three stride-2 convolutions.
+        Output channels of the three convolutions (kernel = stride = 2, 2, 3).
     embed, question : int
         Word embedding size and LSTM hidden size.
     g_units, f_units : int
@@ -62,9 +78,8 @@ class RelationNetwork(nn.Module):
         self.pair_scale = 1.0 / GRID ** 2 if pair_scale is None else float(pair_scale)
         c1, c2, c3 = channels
         layers: list[nn.Module] = []
-        for cin, cout in ((3, c1), (c1, c2), (c2, c3)):
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout),
-                       nn.ReLU()]
+        for cin, cout, k in ((3, c1, 2), (c1, c2, 2), (c2, c3, 3)):
+            layers += [nn.Conv2d(cin, cout, k, stride=k), nn.BatchNorm2d(cout), nn.ReLU()]
         self.cnn = nn.Sequential(*layers)
         self.embedding = nn.Embedding(vocab_size, embed, padding_idx=0)
         self.lstm = nn.LSTM(embed, question, batch_first=True)
@@ -162,6 +177,33 @@ def _check_inputs(model, image, tokens, lengths):
     if bool((lengths < 1).any()) or bool((lengths > tokens.shape[1]).any()):
         raise ValueError(f"lengths must lie in [1, {tokens.shape[1]}]")
     return lengths
+
+
+class _RuleLayer(torch.autograd.Function):
+    """A Linear/Conv layer under an LRP rule (the public ``Rule.forward``/``Rule.backward``
+    protocol of :mod:`lrp_teach.rules`): forward gives the exact output ``z``, backward turns
+    the incoming gradient ``g`` into :math:`c = \\rho(W)^T (g z / z^\\rho)`; input-layer rules
+    put their extra term in ``sink``."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, rule, op, sink: list) -> Tensor:
+        z, dens, state = rule.forward(op, a)
+        ctx.scales = tuple(z / d for d in dens)
+        ctx.rule, ctx.op, ctx.state, ctx.sink, ctx.shape = rule, op, state, sink, a.shape
+        return z
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        c, extra = ctx.rule.backward(ctx.op, ctx.state, tuple(g * r for r in ctx.scales))
+        if extra is not None:
+            ctx.sink.append(extra)
+        return (g.new_zeros(ctx.shape) if c is None else c), None, None, None
+
+
+def _apply_rule(layer: nn.Module, rule, a: Tensor, sink: list) -> Tensor:
+    from .rules import LayerOp
+
+    return _RuleLayer.apply(a, rule, LayerOp(layer, a), sink)
 
 
 def _epsilon_value_preserving(z: Tensor, epsilon: float) -> Tensor:
@@ -273,7 +315,7 @@ class VQARelevance:
 PARTS = {
     "f (eps)": ("logit", "pairs"),
     "g (eps)": ("pairs", "objects + question"),
-    "CNN (z^B, gamma)": ("cells", "pixels"),
+    "CNN (z^B + gamma, or cnn_composite)": ("cells", "pixels"),
     "LSTM (signal-take-all)": ("question", "words"),
 }
 
@@ -283,18 +325,20 @@ def conservation_table(stages: dict[str, Tensor]) -> str:
     lines = [f"{'stage':<22}{'mean total':>12}"]
     for name, value in stages.items():
         lines.append(f"{name:<22}{value.mean().item():>12.4f}")
-    lines.append(f"{'part':<24}{'in':>10}{'out':>10}{'absorbed':>10}")
+    lines.append(f"{'part':<36}{'in':>10}{'out':>10}{'absorbed':>10}")
     for part, (top, bottom) in PARTS.items():
         r_in, r_out = stages[top].mean().item(), stages[bottom].mean().item()
-        lines.append(f"{part:<24}{r_in:>10.4f}{r_out:>10.4f}{r_in - r_out:>10.4f}")
+        lines.append(f"{part:<36}{r_in:>10.4f}{r_out:>10.4f}{r_in - r_out:>10.4f}")
     return "\n".join(lines)
 
 
-def _cnn_rules(cnn: nn.Sequential, low, high, gamma: float):
+def _cnn_rules(cnn: nn.Sequential, low, high, gamma: float, composite=None):
     from .core import named_layers
     from .rules import Gamma, ZBox
 
     layers = named_layers(cnn)
+    if composite is not None:
+        return list(zip([m for _, m in layers], composite.rules_for(layers), strict=True))
     convs = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Conv2d)]
     return [(m, ZBox(low, high) if i == convs[0] else Gamma(gamma) if i in convs else None)
             for i, (_, m) in enumerate(layers)]
@@ -302,8 +346,8 @@ def _cnn_rules(cnn: nn.Sequential, low, high, gamma: float):
 
 def explain(model: RelationNetwork, image: Tensor, tokens: Tensor, lengths: Tensor | None = None,
             target: int | Tensor | None = None, *, low: float = 0.0, high: float = 1.0,
-            gamma: float = 0.25, epsilon: float = 1e-6,
-            lstm_epsilon: float = 1e-3) -> VQARelevance:
+            gamma: float = 0.25, epsilon: float = 1e-6, lstm_epsilon: float = 1e-3,
+            cnn_composite=None) -> VQARelevance:
     """LRP for the relation network: relevance of pixels, words, object pairs and coordinates.
 
     Relevance starts at the target answer's logit and flows through each part with its own
@@ -342,14 +386,17 @@ def explain(model: RelationNetwork, image: Tensor, tokens: Tensor, lengths: Tens
         ε of the MLPs ``g`` and ``f``.
     lstm_epsilon : float
         ε of the LSTM's linear maps.
+    cnn_composite : lrp_teach.composites.Composite, optional
+        Rules for the (canonized) CNN instead of z^B + γ, e.g.
+        ``lt.composites.EpsilonGamma()`` to use γ at the pixels too.
 
     Returns
     -------
     VQARelevance
     """
     from .canonize import canonize
-    from .core import _LRP, _targets
-    from .rules import Epsilon, LayerOp
+    from .core import _targets
+    from .rules import Epsilon
 
     lengths = _check_inputs(model, image, tokens, lengths)
     was_training = model.training
@@ -357,13 +404,13 @@ def explain(model: RelationNetwork, image: Tensor, tokens: Tensor, lengths: Tens
     model.train(was_training)
     if work.g[0].weight.dtype != image.dtype:
         work = work.to(image.dtype)
-    cnn_rules = _cnn_rules(canonize(work.cnn), low, high, gamma)
+    cnn_rules = _cnn_rules(canonize(work.cnn), low, high, gamma, cnn_composite)
     sink: list[Tensor] = []
     with torch.enable_grad():
         x = image.detach().clone().requires_grad_(True)
         a = x
         for layer, rule in cnn_rules:
-            a = layer(a) if rule is None else _LRP.apply(a, rule, LayerOp(layer, a), sink)
+            a = layer(a) if rule is None else _apply_rule(layer, rule, a, sink)
         cells = a.flatten(2).transpose(1, 2)
         b, n = cells.shape[:2]
         coords = work.coords.to(cells).expand(b, n, 2).clone().requires_grad_(True)
@@ -373,10 +420,10 @@ def explain(model: RelationNetwork, image: Tensor, tokens: Tensor, lengths: Tens
         objects = torch.cat([cells, coords], -1)
         h = torch.relu(_epsilon_value_preserving(work.pair_input(objects, q), epsilon))
         layer = work.g[2]
-        pairs = torch.relu(_LRP.apply(h, Epsilon(epsilon), LayerOp(layer, h), sink))
+        pairs = torch.relu(_apply_rule(layer, Epsilon(epsilon), h, sink))
         pooled = pairs.sum((1, 2)) * work.pair_scale
-        u = torch.relu(_LRP.apply(pooled, Epsilon(epsilon), LayerOp(work.f[0], pooled), sink))
-        out = _LRP.apply(u, Epsilon(epsilon), LayerOp(work.f[2], u), sink)
+        u = torch.relu(_apply_rule(work.f[0], Epsilon(epsilon), pooled, sink))
+        out = _apply_rule(work.f[2], Epsilon(epsilon), u, sink)
         t = _targets(out, target)
         logit = out.gather(1, t[:, None])[:, 0]
         g_x, g_cells, g_coords, g_q, g_pairs = torch.autograd.grad(
@@ -431,19 +478,21 @@ class ImageModel(nn.Module):
 
 
 def grad_cam(model: RelationNetwork, image: Tensor, tokens: Tensor,
-             lengths: Tensor | None = None, target: int | Tensor | None = None) -> Tensor:
+             lengths: Tensor | None = None, target: int | Tensor | None = None, *,
+             upsample: bool = True) -> Tensor:
     """Grad-CAM on the last convolutional block (``selvaraju2017gradcam``), upsampled.
 
     .. math::  L = \\mathrm{ReLU}\\Big(\\sum_c \\alpha_c A_c\\Big),\\qquad
                \\alpha_c = \\frac{1}{hw}\\sum_{u,v} \\frac{\\partial f_t}{\\partial A_{c,uv}}
 
     with :math:`A` the CNN's output (after the last BatchNorm and ReLU), upsampled to the
-    image by nearest-neighbour repetition (each cell covers its ``8 x 8`` pixels).
+    image bilinearly, so that each cell's value peaks at the cell's centre.
 
     Returns
     -------
     Tensor
-        ``(B, H, W)`` non-negative map.
+        ``(B, H, W)`` non-negative map, or the ``(B, h, w)`` cell map when ``upsample`` is
+        False.
     """
     from .core import _targets
 
@@ -462,7 +511,10 @@ def grad_cam(model: RelationNetwork, image: Tensor, tokens: Tensor,
         model.train(was_training)
     alpha = grad.mean((2, 3), keepdim=True)
     cam = torch.relu((alpha * fmap.detach()).sum(1, keepdim=True))
-    return nn.functional.interpolate(cam, size=image.shape[-2:], mode="nearest")[:, 0]
+    if not upsample:
+        return cam[:, 0]
+    return nn.functional.interpolate(cam, size=image.shape[-2:], mode="bilinear",
+                                     align_corners=False)[:, 0]
 
 
 def _lrp_pixels(model, image, tokens, lengths, target):
@@ -569,3 +621,78 @@ def evaluate_explanations(model: RelationNetwork, data, index: Tensor, *,
     maps = explanation_maps(model, data, index, methods=methods, batch_size=batch_size)
     masks = data.gt_masks(torch.as_tensor(index, dtype=torch.long).reshape(-1))
     return {name: ground_truth_scores(R, masks, pooling) for name, R in maps.items()}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def plot_question(ax, words: list[str], relevance, *, vmax: float | None = None,
+                  y: float = 0.5, fontsize: int = 9) -> None:
+    """Write ``words`` on ``ax`` as boxes coloured by ``relevance`` (red +, blue -).
+
+    The colour scale is :data:`lrp_teach.plot.CMAP` on ``[-vmax, vmax]`` (default
+    ``max |R|``), the colours of :func:`lrp_teach.plot.words_html`, for a static figure.
+    """
+    from .plot import CMAP
+
+    values = [float(v) for v in torch.as_tensor(relevance).reshape(-1)[:len(words)]]
+    if len(values) != len(words):
+        raise ValueError(f"{len(words)} words but {len(values)} relevances")
+    limit = vmax or max(max((abs(v) for v in values), default=0.0), 1e-12)
+    ax.set_axis_off()
+    x = 0.0
+    renderer = ax.figure.canvas.get_renderer()
+    for word, value in zip(words, values, strict=True):
+        colour = CMAP(0.5 + 0.5 * max(-1.0, min(1.0, value / limit)))
+        text = ax.text(x, y, word, transform=ax.transAxes, fontsize=fontsize, va="center",
+                       bbox={"boxstyle": "round,pad=0.2", "fc": colour, "ec": "none"})
+        box = text.get_window_extent(renderer=renderer).transformed(ax.transAxes.inverted())
+        x += box.width + 0.03
+
+
+def draw_pairs(ax, pair_relevance: Tensor, top: int = 3, colour: str = "black") -> None:
+    """Draw the ``top`` most relevant pairs ``(i, j)``, ``i != j``, as lines between cells.
+
+    ``pair_relevance`` is one question's ``(N, N)`` map (:attr:`VQARelevance.pairs`); the
+    most relevant pair gets the widest line.
+    """
+    from .datasets.clevr_lite import CELL
+
+    r = pair_relevance.detach().clone().double()
+    r.fill_diagonal_(-float("inf"))
+    flat = r.flatten().topk(top).indices
+    n = r.shape[0]
+    grid = int(round(n ** 0.5))
+    for rank, k in enumerate(flat.tolist()):
+        i, j = divmod(k, n)
+        (yi, xi), (yj, xj) = divmod(i, grid), divmod(j, grid)
+        centre = (CELL - 1) / 2
+        ax.plot([xi * CELL + centre, xj * CELL + centre], [yi * CELL + centre, yj * CELL + centre],
+                color=colour, lw=3.0 - 0.7 * rank, alpha=0.9, marker="o", ms=3)
+
+
+def draw_architecture(ax) -> None:
+    """Draw the relation network's anatomy as a block diagram on ``ax``."""
+    boxes = {
+        "image": ("image\n3 x 48 x 48", 0.04, 0.75),
+        "cnn": ("CNN\n3 x (conv, BN, ReLU)", 0.21, 0.75),
+        "objects": ("objects o_i: 16 cells\n24 features + 2 coords", 0.44, 0.75),
+        "words": ("question\nwords", 0.04, 0.2),
+        "lstm": ("Embedding\n+ LSTM", 0.21, 0.2),
+        "q": ("q\n64 units", 0.44, 0.2),
+        "g": ("g(o_i, o_j, q)\nall 16 x 16 pairs", 0.66, 0.48),
+        "sum": ("sum / N", 0.82, 0.48),
+        "f": ("f\nanswer logits", 0.95, 0.48),
+    }
+    artists = {}
+    for key, (text, x, y) in boxes.items():
+        artists[key] = ax.text(x, y, text, ha="center", va="center", fontsize=8,
+                               transform=ax.transAxes,
+                               bbox={"boxstyle": "round,pad=0.4", "fc": "#e8eef7", "ec": "#335"})
+    edges = [("image", "cnn"), ("cnn", "objects"), ("words", "lstm"), ("lstm", "q"),
+             ("objects", "g"), ("q", "g"), ("g", "sum"), ("sum", "f")]
+    for a, b in edges:
+        ax.annotate("", xy=(0.0, 0.5), xycoords=artists[b], xytext=(1.0, 0.5),
+                    textcoords=artists[a],
+                    arrowprops={"arrowstyle": "->", "color": "#335", "shrinkA": 4, "shrinkB": 4})
+    ax.set_axis_off()

@@ -35,7 +35,7 @@ GROUPS = ("input layer", "convolutions", "dense layers", "output layer")
 class ExplorerSettings:
     """One configuration of the explorer: a rule label per group plus parameters.
 
-    The default is the composite best practice (``montavon2019overview``): z^B at the pixels,
+    The default is the composite best practice :cite:`montavon2019overview`: z^B at the pixels,
     LRP-γ on the convolutions, LRP-ε on the dense layers and LRP-0 at the output.
     """
 

@@ -13,13 +13,15 @@ def data():
 
 
 def _scene(shapes, cells, offsets=None):
-    offsets = offsets or [(1, 1)] * len(shapes)
+    centred = (cl.CELL - cl.OBJECT_SIZE) // 2
+    offsets = offsets or [(centred, centred)] * len(shapes)
     return cl.Scene(shapes=tuple(shapes), cells=tuple(cells), offsets=tuple(offsets))
 
 
-# red, green, blue, yellow, magenta
+# red, green, blue, yellow, magenta; pixel centres (y, x) = 12 * cell + 5.5:
+# red (5.5, 5.5), green (5.5, 17.5), blue (41.5, 41.5), yellow (29.5, 5.5), magenta (41.5, 17.5)
 HAND = _scene(["square", "circle", "triangle", "square", "circle"],
-              [(0, 0), (0, 1), (5, 5), (3, 0), (5, 2)])
+              [(0, 0), (0, 1), (3, 3), (2, 0), (3, 1)])
 
 
 def test_deterministic():
@@ -75,10 +77,10 @@ def test_shapes_are_distinct_footprints():
     ("shape", "blue", "triangle", [2], 2),
     ("left", "red", "yes", [0], 0),
     ("left", "blue", "no", [2], 2),
-    ("left", "magenta", "yes", [4], 4),        # column 2 of 6: centre x = 19.5 < 24
-    ("closest", "red", "circle", [0, 1], 1),    # green is one cell to the right
-    ("closest", "blue", "circle", [2, 4], 4),   # magenta: 3 cells left, yellow: 5.4 away
-    ("furthest", "red", "triangle", [0, 2], 2),  # blue, in the opposite corner
+    ("left", "magenta", "yes", [4], 4),        # column 1 of 4: centre x = 17.5 < 24
+    ("closest", "red", "circle", [0, 1], 1),    # green: 12 px; yellow: 24 px
+    ("closest", "blue", "circle", [2, 4], 4),   # magenta: 24 px; yellow: 37.9 px
+    ("furthest", "red", "triangle", [0, 2], 2),  # blue: 50.9 px; magenta: 37.9 px
     ("count", "red", "2", [0, 3], 0),           # red and yellow are squares
     ("count", "blue", "1", [2], 2),
     ("count", "green", "2", [1, 4], 1),
@@ -92,7 +94,7 @@ def test_answers_on_a_hand_checked_scene(qtype, colour, answer, union, single):
 def test_ambiguous_relations_are_dropped():
     # green and yellow are both exactly one cell away from red
     scene = _scene(["square", "circle", "triangle", "square", "circle"],
-                   [(1, 1), (1, 2), (5, 5), (2, 1), (4, 4)])
+                   [(1, 1), (1, 2), (3, 3), (2, 1), (0, 3)])
     answer, _, _ = cl.execute(cl.program_for("closest", "red"), scene, margin=cl.MARGIN)
     assert answer is None
 

@@ -322,7 +322,7 @@ def assert_untouched(model, before):
 
 
 def test_model_left_untouched_and_training_mode_warns():
-    model = cnn(True).train()
+    model = nn.Sequential(cnn(True), nn.Dropout(0.5)).train()
     before = snapshot(model)
     with pytest.warns(UserWarning, match="training mode"):
         R = lt.explain(model, x_for("cnn"), 0, lt.composites.EpsilonAlpha2Beta1())
@@ -331,6 +331,11 @@ def test_model_left_untouched_and_training_mode_warns():
     model.eval()
     torch.testing.assert_close(R, lt.explain(model, x_for("cnn"), 0,
                                              lt.composites.EpsilonAlpha2Beta1()))
+    import warnings
+
+    with warnings.catch_warnings():  # no Dropout: the training flag changes nothing
+        warnings.simplefilter("error")
+        lt.explain(cnn(True).train(), x_for("cnn"), 0)
 
 
 def test_model_untouched_after_an_error_in_the_backward_pass():
@@ -426,3 +431,19 @@ def test_epsilon_checker(capsys):
 
     with pytest.raises(lt.exercises.ExerciseError, match="without the sign"):
         lt.exercises.check_epsilon_rule(unsigned)
+
+
+@pytest.mark.parametrize("comp", [lt.composites.EpsilonGammaBox(-1.0, 1.0),
+                                  lt.composites.EpsilonAlpha2Beta1(),
+                                  lt.composites.EpsilonPlusFlat(), Uniform(Zero(stabilizer=0))],
+                         ids=repr)
+def test_check_mode_gives_the_same_relevance_in_float32_channels_last(comp):
+    # check=True keeps every ReLU separate; check=False folds them into the layer before and,
+    # for float32 CPU convolutions, runs in channels-last layout
+    model = copy.deepcopy(cnn(True)).float()
+    x = x_for("cnn").float()
+    R_fast = lt.explain(model, x, 1, comp)
+    R_checked, _ = lt.explain(model, x, 1, comp, check=True)
+    torch.testing.assert_close(R_fast, R_checked, atol=1e-6, rtol=1e-5)
+    R64 = lt.explain(cnn(True), x_for("cnn"), 1, comp)
+    torch.testing.assert_close(R_fast.double(), R64, atol=1e-5, rtol=1e-3)

@@ -156,6 +156,10 @@ def test_spearman_known_values():
         pytest.approx(1.0)
     assert ev.spearman(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[2.0, 1.0, 3.0]])).item() \
         == pytest.approx(0.5)  # 1 - 6 * 2 / (3 * 8)
+    # ties share their average rank: ranks (0.5, 0.5, 2, 3) and (0.5, 0.5, 3, 2) give 3.5 / 4.5
+    ties = ev.spearman(torch.tensor([[0.0, 0.0, 1.0, 2.0]]), torch.tensor([[0.0, 0.0, 2.0, 1.0]]))
+    assert ties.item() == pytest.approx(3.5 / 4.5)
+    assert ev.spearman(torch.ones(1, 4), a).item() == 0.0  # a constant map has no ranking
 
 
 def test_cascading_randomization(cnn, images):
@@ -180,6 +184,11 @@ def test_model_randomization_flags_a_model_independent_method(cnn, images):
     assert result.similarity["Input"].shape == (4, 5)
     assert torch.allclose(result.similarity["Input"], torch.ones(4, 5, dtype=torch.float64))
     assert result.mean()["Gradient"][-1] < 0.5  # the gradient's map changes, as it must
+    assert result.maps["Gradient"].shape == (5, 5, 1, 16, 16)
+    signed = result.rescore(absolute=False)
+    again = ev.model_randomization(cnn, images, methods, absolute=False)
+    assert not signed.absolute and torch.allclose(signed.similarity["Gradient"],
+                                                  again.similarity["Gradient"])
 
 
 def test_bad_input(cnn, images):

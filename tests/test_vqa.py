@@ -69,7 +69,19 @@ def test_shapes(data, random_model):
     assert objects.shape == (5, cl.GRID ** 2, 24 + 2)
     q = random_model.question(tokens, lengths)
     assert q.shape == (5, 64)
-    assert random_model.pairs(objects, q).shape == (5, 36, 36, 64)
+    n = cl.GRID ** 2
+    assert random_model.pairs(objects, q).shape == (5, n, n, 64)
+
+
+def test_each_cell_sees_exactly_its_own_pixels(random_model):
+    image = torch.zeros(1, 3, cl.IMAGE_SIZE, cl.IMAGE_SIZE, dtype=torch.float64)
+    base = random_model.cnn(image)
+    changed = image.clone()
+    changed[:, :, cl.CELL:2 * cl.CELL, 2 * cl.CELL:3 * cl.CELL] = 1.0  # cell (1, 2)
+    diff = (random_model.cnn(changed) - base).abs().sum(1)[0]
+    assert diff[1, 2] > 0
+    diff[1, 2] = 0
+    assert diff.max() == 0
 
 
 def test_pair_input_is_the_linear_layer_on_the_concatenation(data, random_model):
@@ -237,12 +249,17 @@ def test_explanation_is_batch_independent(data, random_model):
     assert torch.allclose(full.words[2:3], one.words, atol=1e-10)
 
 
-def test_grad_cam_is_constant_on_cells(data, random_model):
-    image, tokens, lengths, _ = data.batch(torch.arange(2))
-    cam = vqa.grad_cam(random_model, image.double(), tokens, lengths)
-    assert cam.shape == (2, cl.IMAGE_SIZE, cl.IMAGE_SIZE) and bool((cam >= 0).all())
-    blocks = cam.reshape(2, cl.GRID, cl.CELL, cl.GRID, cl.CELL)
-    assert torch.allclose(blocks.amax((2, 4)), blocks.amin((2, 4)))
+def test_grad_cam_peaks_in_its_best_cell(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(4))
+    x = image.double()
+    cells = vqa.grad_cam(random_model, x, tokens, lengths, upsample=False)
+    cam = vqa.grad_cam(random_model, x, tokens, lengths)
+    assert cells.shape == (4, cl.GRID, cl.GRID) and bool((cells >= 0).all())
+    assert cam.shape == (4, cl.IMAGE_SIZE, cl.IMAGE_SIZE) and bool((cam >= -1e-12).all())
+    for b in range(4):
+        if cells[b].max() > 0:
+            y, x_ = divmod(int(cam[b].argmax()), cl.IMAGE_SIZE)
+            assert divmod(int(cells[b].argmax()), cl.GRID) == (y // cl.CELL, x_ // cl.CELL)
 
 
 def test_image_model_repeats_the_questions(data, random_model):
@@ -284,3 +301,40 @@ def test_evaluation_runs_on_every_method(data, random_model):
             assert value.shape == (4,) and bool(((value >= 0) & (value <= 1)).all()), key
     with pytest.raises(ValueError, match="empty"):
         vqa.evaluate_explanations(model, data, torch.arange(0))
+
+
+def test_exercise_checker_accepts_the_reference_and_rejects_a_wrong_split():
+    def solution(o, q, w, b, R, eps):
+        d = o.shape[-1]
+        z = ((o @ w[:, :d].T)[:, :, None] + (o @ w[:, d:2 * d].T)[:, None]
+             + (q @ w[:, 2 * d:].T + b)[:, None, None])
+        s = R / (z + eps * torch.where(z >= 0, 1.0, -1.0))
+        r_o = o * (s.sum(2) @ w[:, :d]) + o * (s.sum(1) @ w[:, d:2 * d])
+        return r_o, q * (s.sum((1, 2)) @ w[:, 2 * d:])
+
+    lt.exercises.check_pair_concat_relevance(solution)
+
+    def first_member_only(o, q, w, b, R, eps):
+        r_o, r_q = solution(o, q, w, b, R, eps)
+        d = o.shape[-1]
+        z = ((o @ w[:, :d].T)[:, :, None] + (o @ w[:, d:2 * d].T)[:, None]
+             + (q @ w[:, 2 * d:].T + b)[:, None, None])
+        s = R / (z + eps * torch.where(z >= 0, 1.0, -1.0))
+        return o * (s.sum(2) @ w[:, :d]), r_q
+
+    with pytest.raises(lt.exercises.ExerciseError, match="objects"):
+        lt.exercises.check_pair_concat_relevance(first_member_only)
+
+
+def test_cnn_composite_changes_only_the_pixel_rules(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(3))
+    x = image.double()
+    default = vqa.explain(random_model, x, tokens, lengths)
+    gamma = vqa.explain(random_model, x, tokens, lengths,
+                        cnn_composite=lt.composites.EpsilonGamma(gamma=0.25))
+    assert torch.allclose(default.objects, gamma.objects)
+    assert torch.allclose(default.words, gamma.words)
+    background = ~data.gt_masks(torch.arange(3))["all"]
+    # γ at the pixels gives R = x * c, so black pixels get none; z^B gives them some
+    assert gamma.image_map[background].abs().max() == 0
+    assert default.image_map[background].abs().max() > 0

@@ -1,10 +1,10 @@
 """CLEVR-lite: seeded Sort-of-CLEVR scenes with template questions and ground-truth masks.
 
 A scene is a black ``48 x 48`` RGB image with one object of each of five colours (red, green,
-blue, yellow, magenta), each a ``6 x 6`` square, circle or triangle. The image is a ``6 x 6``
-grid of ``8``-pixel cells; every object sits inside its own cell (at a random one-pixel
-jitter), so objects never overlap and each cell of a ``6 x 6`` feature map holds at most
-one object. This is the Sort-of-CLEVR set-up of Santoro et al. 2017 (``santoro2017``)
+blue, yellow, magenta), each an ``8 x 8`` square, circle or triangle. The image is a ``4 x 4``
+grid of ``12``-pixel cells; every object sits near the centre of its own cell (with a random
+jitter of up to one pixel), so objects never overlap and each cell of a ``4 x 4`` feature map
+holds at most one object. This is the Sort-of-CLEVR set-up of Santoro et al. 2017 (``santoro2017``)
 with the object-level cells the relation network assumes.
 
 Questions are word sequences built from five templates, two non-relational and three
@@ -44,6 +44,7 @@ __all__ = [
     "ClevrLite",
     "GRID",
     "IMAGE_SIZE",
+    "JITTER",
     "MARGIN",
     "OBJECT_SIZE",
     "QUESTION_TYPES",
@@ -64,10 +65,11 @@ __all__ = [
     "shape_mask",
 ]
 
-GRID = 6
-CELL = 8
+GRID = 4
+CELL = 12
 IMAGE_SIZE = GRID * CELL
-OBJECT_SIZE = 6
+OBJECT_SIZE = 8
+JITTER = 1
 MARGIN = 4.0
 
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -127,7 +129,8 @@ class Scene:
     cells : tuple of (int, int)
         ``(row, column)`` grid cell of each object.
     offsets : tuple of (int, int)
-        Pixel offset ``(dy, dx)`` of the object inside its cell, each in ``0 ... CELL-OBJECT_SIZE``.
+        Pixel offset ``(dy, dx)`` of the object's corner inside its cell, each within
+        :data:`JITTER` of ``(CELL - OBJECT_SIZE) / 2``.
     """
 
     shapes: tuple[str, ...]
@@ -163,7 +166,7 @@ def make_scene(rng: np.random.Generator) -> Scene:
     """Draw a scene: distinct random cells, random shapes and jitters (one object per colour)."""
     cells = rng.choice(GRID * GRID, size=N_OBJECTS, replace=False)
     shapes = rng.integers(0, len(SHAPES), size=N_OBJECTS)
-    offsets = rng.integers(0, CELL - OBJECT_SIZE + 1, size=(N_OBJECTS, 2))
+    offsets = (CELL - OBJECT_SIZE) // 2 + rng.integers(-JITTER, JITTER + 1, size=(N_OBJECTS, 2))
     return Scene(
         shapes=tuple(SHAPES[s] for s in shapes),
         cells=tuple((int(c) // GRID, int(c) % GRID) for c in cells),

@@ -35,7 +35,7 @@ def check_fold_batchnorm(fn: Callable[[nn.Conv2d, nn.BatchNorm2d], nn.Conv2d]) -
 
     With :math:`s_c = \\gamma_c / \\sqrt{\\sigma^2_c + \\epsilon}` the folded layer has
     weights :math:`s_c W_c` and bias :math:`s_c (b_c - \\mu_c) + \\beta_c`
-    (``montavon2019overview``). ``fn`` must return a new ``nn.Conv2d`` and leave ``conv`` and
+    :cite:`montavon2019overview`. ``fn`` must return a new ``nn.Conv2d`` and leave ``conv`` and
     ``bn`` unchanged.
     """
     generator = torch.Generator().manual_seed(2024)
@@ -101,7 +101,7 @@ def check_maxpool_relevance(fn: Callable[[torch.Tensor, torch.Tensor, int], torc
 
     Each output of the pooling layer passes its whole relevance to the input that attained
     the maximum in its window, :math:`R_j = \\sum_k \\mathbb 1[j = \\arg\\max_{i \\in
-    \\text{window}_k} a_i]\\, R_k` (``montavon2019overview``); every other input gets 0.
+    \\text{window}_k} a_i]\\, R_k` :cite:`montavon2019overview`; every other input gets 0.
     ``a`` has shape ``(N, C, H, W)`` with distinct values, ``R_out`` the pooled shape.
     """
     generator = torch.Generator().manual_seed(77)

@@ -19,7 +19,7 @@ def check_aopc(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 
     .. math:: \\mathrm{AOPC} = \\frac{1}{L+1} \\sum_{k=0}^{L} \\big(f(x^{(0)}) - f(x^{(k)})\\big)
 
-    per curve, a tensor of shape ``(B,)`` (``samek2017evaluating``).
+    per curve, a tensor of shape ``(B,)`` :cite:`samek2017evaluating`.
     """
     generator = torch.Generator().manual_seed(606)
     cases = 20
@@ -61,7 +61,7 @@ def check_relevance_mass_accuracy(
 
     .. math:: \\mathrm{mass} = \\frac{\\sum_{p \\in GT} R^+_p}{\\sum_p R^+_p}
 
-    per image, a tensor of shape ``(B,)`` (``arras2022clevrxai``).
+    per image, a tensor of shape ``(B,)`` :cite:`arras2022clevrxai`.
     """
     generator = torch.Generator().manual_seed(707)
     cases = 20

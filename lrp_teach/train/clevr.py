@@ -23,8 +23,8 @@ __all__ = ["CONFIG", "accuracy_by_type", "fit_relation_network", "train_clevr_rn
 register("clevr_rn", "lrp_teach.train.clevr:train_clevr_rn")
 
 #: Hyper-parameters of the shipped model.
-CONFIG: dict = {"steps": 32000, "batch_size": 32, "lr": 2e-3, "warmup": 500,
-                "weight_decay": 1e-5, "every": 2000, "model": {}}
+CONFIG: dict = {"steps": 120000, "batch_size": 32, "lr": 2e-3, "warmup": 1000,
+                "weight_decay": 1e-5, "every": 4000, "model": {}}
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ evaluates it on the generated test split and ships the weights with
 
 The watermark model sees a bright square patch in one corner of most training images of one
 class (:data:`WATERMARK`), the set-up of the Clever Hans study of Lapuschkin et al. 2019
-(``lapuschkin2019cleverhans``).
+:cite:`lapuschkin2019cleverhans`.
 """
 
 from __future__ import annotations
