@@ -32,6 +32,7 @@ _SUBMODULES = {
     "taylor",
     "utils",
     "vqa",
+    "widgets",
 }
 
 # name -> module that defines it

@@ -70,9 +70,10 @@ def stabilize(z: Tensor, epsilon: float, inplace: bool = False) -> Tensor:
     """
     if epsilon == 0:
         return torch.where(z == 0, torch.full_like(z, math.inf), z)
-    positive = z >= 0  # a byte per entry; torch.where would be slower, copysign needs a copy
-    out = z.sub_(epsilon) if inplace else z - epsilon
-    return out.add_(positive, alpha=2 * epsilon)
+    # z - eps + 2 eps [z >= 0]. The mask is cast to z's dtype first: adding a bool tensor
+    # with ``alpha`` rounds alpha to float32, an error of ~1e-9 that float64 runs would see.
+    step = (z >= 0).to(z.dtype).mul_(2 * epsilon).sub_(epsilon)  # exactly +eps or -eps
+    return z.add_(step) if inplace else z + step
 
 
 def _padding(layer: nn.Module) -> tuple[int, ...]:

@@ -140,6 +140,9 @@ def test_every_page_is_typeset_and_complete():
                 problems.append(f"{page.name}: {what} left in the text")
         if re.search(r"(?<![\w$])\$[^$\s][^$]*\$(?![\w$])", text):
             problems.append(f"{page.name}: raw $...$ math left in the text")
+        if "application/vnd.jupyter.widget-state+json" in page.read_text(encoding="utf-8"):
+            if "widget-subarea" not in dom:
+                problems.append(f"{page.name}: embedded widgets were not rendered offline")
         if parsed.external:
             problems.append(f"{page.name}: loads from the network: {parsed.external[:3]}")
         for src in parsed.images:

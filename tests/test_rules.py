@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lrp_teach.core import propagate
-from lrp_teach.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
+from lrp_teach.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus, stabilize
 
 torch.set_num_threads(1)
 DT = torch.float64
@@ -171,3 +171,27 @@ def test_repr_and_equality():
     assert Gamma(0.5) == Gamma(0.5) and Gamma(0.5) != Gamma(0.25) and Zero() != ZPlus()
     for cls in (Zero, Epsilon, Gamma, AlphaBeta, ZPlus, ZBox, WSquare, Flat):
         assert "math::" in cls.__doc__ and ":cite:" in cls.__doc__
+
+
+def test_stabilize_is_exact_in_float64():
+    # eps * sign(z) with sign(0) = +1, to the last bit of float64 (no float32 rounding inside)
+    z = torch.tensor([-2.0, -1e-3, 0.0, 1e-3, 3.0], dtype=torch.float64)
+    for eps in (1e-6, 0.1, 0.25):
+        expected = z + eps * torch.where(z >= 0, 1.0, -1.0).double()
+        assert torch.equal(stabilize(z.clone(), eps), expected)
+        assert torch.equal(stabilize(z.clone(), eps, inplace=True), expected)
+
+
+def test_epsilon_propagate_matches_the_formula_in_float64():
+    import lrp_teach as lt
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 3, 3).double()
+    a = torch.rand(2, 2, 6, 6, dtype=torch.float64)
+    R = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    z = conv(a)
+    s = (R / (z + 0.1 * torch.where(z >= 0, 1.0, -1.0).double())).detach()
+    x = a.clone().requires_grad_(True)
+    (c,) = torch.autograd.grad((conv(x) * s).sum(), x)
+    got = lt.core.propagate(conv, lt.rules.Epsilon(0.1), a, R)
+    assert torch.allclose(got, a * c, atol=1e-13, rtol=0)
