@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: book test lint unit notebooks rendered venv clean
+.PHONY: book test lint unit notebooks labs rendered venv clean
 
 venv: $(STAMP)
 
@@ -28,15 +28,18 @@ lint: venv
 	$(BIN)/ruff check .
 
 unit: venv
-	MPLBACKEND=Agg $(BIN)/pytest -q -m "not rendered" tests
+	MPLBACKEND=Agg $(BIN)/pytest -q -m "not rendered and not student" tests
 
 notebooks: venv
 	$(BIN)/pytest -q --nbval-lax --nbval-current-env book/
 
+labs: venv
+	$(BIN)/pytest -q -m student tests
+
 rendered: venv
 	LRP_TEACH_REQUIRE_BOOK=1 $(BIN)/pytest -q -m rendered tests
 
-test: lint unit notebooks book rendered
+test: lint unit notebooks labs book rendered
 	@echo "make test: all checks passed"
 
 clean:
