@@ -92,8 +92,8 @@ def test_stability_of_a_linear_model_is_one_for_the_gradient():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).double()
     x = torch.rand(6, 1, 4, 4, dtype=torch.float64)
-    # the gradient of a linear model is constant: a constant map per class has no pattern;
-    # Gradient x Input of a linear model changes only through x
+    # the gradient of a linear model does not depend on x: noise cannot change its map;
+    # Gradient x Input of the same model changes with x
     s_grad = limits.stability(baselines.gradient, net, x, 0, sigma=0.1)
     assert torch.allclose(s_grad, torch.ones(6, dtype=torch.float64))
     s_gxi = limits.stability(baselines.gradient_x_input, net, x, 0, sigma=0.2)
