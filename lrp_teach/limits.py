@@ -113,6 +113,19 @@ def softplus_copy(model: nn.Module, beta: float = 10.0) -> nn.Module:
     and the gradient of an explanation with respect to the input carries no signal; the
     softplus copy computes nearly the same function with useful second derivatives
     :cite:`dombrowski2019`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network; it is not modified.
+    beta : float
+        Sharpness :math:`\\beta > 0`; each unit differs from its ReLU by at most
+        :math:`\\log(2)/\\beta`.
+
+    Returns
+    -------
+    nn.Module
+        The smooth copy, in evaluation mode.
     """
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
@@ -133,6 +146,21 @@ def region_share(R: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Share of the absolute relevance that lies inside ``mask``, one value per input.
 
     .. math:: \\frac{\\sum_{i \\in M} |R_i|}{\\sum_i |R_i|}
+
+    This is the relevance mass accuracy of :cite:`arras2022clevrxai` computed on :math:`|R|`
+    instead of :math:`R^+`, so that a map pushed towards a region counts whatever its sign.
+
+    Parameters
+    ----------
+    R : torch.Tensor
+        Maps of shape ``(B, ...)``.
+    mask : torch.Tensor
+        Boolean region, broadcastable to one map ``R[0]``.
+
+    Returns
+    -------
+    torch.Tensor
+        The share per map, shape ``(B,)``.
     """
     R = _check_images(R, "R")
     mask = _check_mask(mask, R, "mask")
@@ -219,7 +247,19 @@ def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     .. math:: r = \\frac{\\langle a - \\bar a, b - \\bar b\\rangle}
               {\\|a - \\bar a\\| \\, \\|b - \\bar b\\|}
 
-    A constant map (no pattern at all) gives 0.
+    A constant map (no pattern at all) gives 0. Dombrowski et al. use it, among other
+    similarity measures, to compare explanations before and after an attack
+    :cite:`dombrowski2019`.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Two batches of maps of the same shape ``(B, ...)``.
+
+    Returns
+    -------
+    torch.Tensor
+        The correlation per pair of maps, float64, shape ``(B,)``.
     """
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and "
@@ -244,6 +284,24 @@ def stability(method: Callable[..., torch.Tensor], model: nn.Module, x: torch.Te
     with :math:`r` the Pearson correlation (:func:`map_correlation`), the noisy input clamped
     to :math:`[l, h]` and the class fixed on the clean input. A continuous explanation keeps
     :math:`S` close to 1 for small :math:`\\sigma` :cite:`montavon2018methods`.
+
+    Parameters
+    ----------
+    method : callable
+        ``method(model, x, target)`` returning maps of ``x``'s shape (``lt.explain`` with a
+        composite, or any of ``lt.baselines``).
+    model : nn.Module
+        The classifier.
+    x : torch.Tensor
+        Inputs ``(B, ...)``.
+    target : int, LongTensor[B] or None
+        The explained class; None takes the class predicted for the clean input.
+    sigma, samples : float, int
+        Noise level and number of noisy copies :math:`n`.
+    low, high : float
+        The valid input range the noisy copies are clamped to.
+    seed : int
+        Seed of the noise.
 
     Returns
     -------
@@ -315,6 +373,20 @@ def train_without_shortcut(fraction: float = 0.5, epochs: int = 8, seed: int = 0
     random ``fraction`` of all images, so that the patch stops predicting the class. The
     recipe is ``lrp_teach.train.digits.fit`` (Adam, cosine schedule) for ``epochs`` epochs
     on one thread; it takes a few seconds.
+
+    Parameters
+    ----------
+    fraction : float
+        Share of all training images that get the patch.
+    epochs : int
+        Training epochs.
+    seed : int
+        Seed of the poisoned set, the augmentation and the training.
+
+    Returns
+    -------
+    nn.Module
+        The retrained ``digits_cnn`` (with BatchNorm; canonize it before explaining).
     """
     from .datasets.digits import load_digits
     from .models import digits_cnn

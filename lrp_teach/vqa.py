@@ -40,6 +40,7 @@ __all__ = [
     "RelationNetwork",
     "VQARelevance",
     "build_relation_network",
+    "centre_logits",
     "conservation_table",
     "draw_architecture",
     "draw_pairs",
@@ -144,6 +145,26 @@ class RelationNetwork(nn.Module):
         o = self.objects(image)
         q = self.question(tokens, lengths)
         return self.f(self.pairs(o, q).sum((1, 2)) * self.pair_scale)
+
+
+def centre_logits(model: RelationNetwork) -> RelationNetwork:
+    """A copy of ``model`` whose logits are centred: :math:`z'_t = z_t - \\frac{1}{K}\\sum_k z_k`.
+
+    The output layer's weights and bias lose their mean over the :math:`K` answers,
+    :math:`w'_t = w_t - \\bar w`, :math:`b'_t = b_t - \\bar b`. The softmax, and so the
+    prediction, is unchanged (it is invariant to a shift of all logits), but the explained
+    quantity becomes the evidence for answer :math:`t` *relative to the average answer*
+    instead of a raw logit, which can be negative even for the winning answer
+    (``montavon2019overview`` discusses explaining such differences of logits).
+    """
+    if not isinstance(model, RelationNetwork):
+        raise TypeError(f"model must be a RelationNetwork, got {type(model).__name__}")
+    new = copy.deepcopy(model)
+    last = new.f[-1]
+    with torch.no_grad():
+        last.weight -= last.weight.mean(0, keepdim=True)
+        last.bias -= last.bias.mean()
+    return new
 
 
 def build_relation_network(**kwargs) -> RelationNetwork:
@@ -294,9 +315,15 @@ class VQARelevance:
 
     @property
     def coordinate_share(self) -> Tensor:
-        """``(B,)`` coordinates' relevance over the total relevance of the objects and q."""
-        total = self.objects.sum((1, 2)) + self.question.sum(1)
-        return self.coordinates / total
+        """``(B,)`` share of the coordinates in the *absolute* relevance reaching g's input.
+
+        .. math:: \\frac{\\sum_i (|R_{x_i}| + |R_{y_i}|)}
+                  {\\sum_{i,d} |R_{o_{i,d}}| + \\sum_k |R_{q_k}|}
+
+        Absolute values, because positive and negative relevance cancel in the plain sums.
+        """
+        total = self.objects.abs().sum((1, 2)) + self.question.abs().sum(1)
+        return self.objects[..., -2:].abs().sum((1, 2)) / total
 
     @property
     def image_map(self) -> Tensor:

@@ -129,7 +129,9 @@ def test_shipped_weights_reach_their_stated_accuracies(shipped):
     measured = accuracy_by_type(shipped, test)
     for key, value in measured.items():
         assert abs(value - metrics[f"test_{key}"]) < 1e-3, key
-    assert measured["non_relational"] > 0.9
+    # the targets: overall >= 90 %, relational >= 80 %
+    assert measured["accuracy"] >= 0.9 and measured["relational"] >= 0.8
+    assert measured["non_relational"] >= 0.99
 
 
 # -------------------------------------------------------------------------- explanation
@@ -338,3 +340,14 @@ def test_cnn_composite_changes_only_the_pixel_rules(data, random_model):
     # γ at the pixels gives R = x * c, so black pixels get none; z^B gives them some
     assert gamma.image_map[background].abs().max() == 0
     assert default.image_map[background].abs().max() > 0
+
+
+def test_centred_logits_keep_the_prediction(data, random_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(5))
+    x = image.double()
+    centred = vqa.centre_logits(random_model)
+    out, out_c = random_model(x, tokens, lengths), centred(x, tokens, lengths)
+    assert torch.allclose(out_c, out - out.mean(1, keepdim=True), atol=1e-10)
+    assert torch.equal(out.argmax(1), out_c.argmax(1))
+    assert torch.allclose(out.softmax(1), out_c.softmax(1), atol=1e-12)
+    assert not torch.equal(random_model.f[-1].weight, centred.f[-1].weight)
