@@ -24,6 +24,7 @@ _SUBMODULES = {
     "evaluation",
     "exercises",
     "labs",
+    "limits",
     "lstm",
     "models",
     "plot",
