@@ -91,6 +91,17 @@ def _input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> 
     return grad
 
 
+def _stacked_gradients(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                       batch_size: int) -> torch.Tensor:
+    """Input gradients of many stacked inputs (path points, noisy copies), in chunks."""
+    grads = torch.empty_like(inputs)
+    with _eval(model):
+        for start in range(0, len(inputs), batch_size):
+            sl = slice(start, start + batch_size)
+            grads[sl] = _input_gradient(model, inputs[sl], targets[sl])
+    return grads
+
+
 def gradient(model: nn.Module, x: torch.Tensor, target: Target = None, *,
              absolute: bool = False) -> torch.Tensor:
     """Sensitivity: the gradient of the target logit with respect to the input.
@@ -184,11 +195,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target = Non
     path = x0.unsqueeze(0) + alphas.view(-1, 1, *shape) * (x - x0).unsqueeze(0)  # (S, B, ...)
     path = path.reshape(steps * n, *x.shape[1:])
     targets = t.repeat(steps)
-    grads = torch.empty_like(path)
-    with _eval(model):
-        for start in range(0, len(path), batch_size):
-            sl = slice(start, start + batch_size)
-            grads[sl] = _input_gradient(model, path[sl], targets[sl])
+    grads = _stacked_gradients(model, path, targets, batch_size)
     avg = (grads.view(steps, n, *x.shape[1:]) * weights.view(-1, 1, *shape)).sum(0)
     return (x.detach() - x0) * avg
 
@@ -230,11 +237,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target = None, *,
     noisy = x.detach().unsqueeze(0) + eps * sigma.view(1, n, *(1,) * (x.dim() - 1))
     noisy = noisy.reshape(samples * n, *x.shape[1:])
     targets = t.repeat(samples)
-    grads = torch.empty_like(noisy)
-    with _eval(model):
-        for start in range(0, len(noisy), batch_size):
-            sl = slice(start, start + batch_size)
-            grads[sl] = _input_gradient(model, noisy[sl], targets[sl])
+    grads = _stacked_gradients(model, noisy, targets, batch_size)
     avg = grads.view(samples, *x.shape).mean(0)
     return x.detach() * avg if times_input else avg
 
