@@ -12,7 +12,9 @@ in float64:
   ``out = out + identity``, ``torch.flatten``);
 * :class:`TinyDenseNet`: layers whose outputs are concatenated to their inputs, a transition
   (1x1 conv, average pooling), a classifier;
-* :class:`TwoInput`: ``forward(image, vector)`` with two branches joined by ``torch.cat``.
+* :class:`TwoInput`: ``forward(image, vector)`` with two branches joined by ``torch.cat``;
+* :class:`FunctionalBNCNN`: a learner's BatchNorm CNN written with ``F.relu`` and
+  ``torch.flatten`` (for canonization).
 
 Every ``make_*`` factory takes a seed and a dtype, returns the model in eval mode and, with
 ``bias=False``, a version without any bias (its BatchNorms then have zero shift, so that the
@@ -29,11 +31,13 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "DenseLayer",
+    "FunctionalBNCNN",
     "TinyDenseNet",
     "TinyResNet",
     "TinyVGG",
     "TwoInput",
     "make_densenet",
+    "make_functional_cnn",
     "make_resnet",
     "make_two_input",
     "make_vgg",
@@ -45,6 +49,7 @@ VGG_INPUT = (3, 12, 12)
 RESNET_INPUT = (3, 16, 16)
 DENSENET_INPUT = (2, 8, 8)
 TWO_INPUT = ((1, 8, 8), (5,))
+FUNCTIONAL_INPUT = (1, 8, 8)
 N_CLASSES = 5
 
 
@@ -224,6 +229,28 @@ class TwoInput(nn.Module):
         return self.out(h)
 
 
+class FunctionalBNCNN(nn.Module):
+    """A learner's BatchNorm CNN with a functional forward (``F.relu``, ``F.max_pool2d``,
+    ``torch.flatten``): conv-BN twice, then Linear-BatchNorm1d-ReLU-Linear.  1x8x8 inputs."""
+
+    def __init__(self, bias: bool = True, n_classes: int = N_CLASSES) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 6, 3, bias=bias)  # 4x4 -> 2x2
+        self.bn2 = nn.BatchNorm2d(6)
+        self.fc1 = nn.Linear(6 * 2 * 2, 10, bias=bias)
+        self.bn3 = nn.BatchNorm1d(10)
+        self.fc2 = nn.Linear(10, n_classes, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.relu(self.bn2(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.bn3(self.fc1(x)))
+        return self.fc2(x)
+
+
 def randomize_batchnorm(model: nn.Module, seed: int = 0, shift: bool = True) -> nn.Module:
     """Give every BatchNorm random running statistics and affine parameters (in place), so
     that folding is not the identity.  ``shift=False`` keeps the folded shift at zero
@@ -233,10 +260,13 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0, shift: bool = True) -> 
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 n = m.num_features
-                dtype = m.running_var.dtype
-                m.running_var.copy_((torch.rand(n, generator=g) + 0.5).to(dtype))
-                m.running_mean.copy_((0.3 * torch.randn(n, generator=g) * shift).to(dtype))
-                m.num_batches_tracked.fill_(7)
+                dtype = next(m.parameters()).dtype if m.affine else torch.float32
+                var = torch.rand(n, generator=g) + 0.5
+                mean = 0.3 * torch.randn(n, generator=g) * shift
+                if m.track_running_stats:
+                    m.running_var.copy_(var.to(dtype))
+                    m.running_mean.copy_(mean.to(dtype))
+                    m.num_batches_tracked.fill_(7)
                 if m.affine:
                     # scales away from 0 (both signs): the folded weights stay well scaled
                     sign = torch.where(torch.rand(n, generator=g) < 0.2, -1.0, 1.0)
@@ -292,9 +322,16 @@ def inputs_for(name: str, batch: int = 3, seed: int = 0, dtype: torch.dtype = to
 
     if name == "two_input":
         return tuple(rand(s) for s in TWO_INPUT)
-    shape = {"vgg": VGG_INPUT, "resnet": RESNET_INPUT, "densenet": DENSENET_INPUT}[name]
+    shape = {"vgg": VGG_INPUT, "resnet": RESNET_INPUT, "densenet": DENSENET_INPUT,
+             "functional_cnn": FUNCTIONAL_INPUT}[name]
     return rand(shape)
 
 
+def make_functional_cnn(seed: int = 0, dtype: torch.dtype = torch.float64,
+                        bias: bool = True) -> FunctionalBNCNN:
+    torch.manual_seed(seed)
+    return _finish(FunctionalBNCNN(bias), seed, dtype, bias)
+
+
 MAKERS = {"vgg": make_vgg, "resnet": make_resnet, "densenet": make_densenet,
-          "two_input": make_two_input}
+          "two_input": make_two_input, "functional_cnn": make_functional_cnn}

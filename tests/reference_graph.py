@@ -299,8 +299,17 @@ def _two_input(model, t: Tape, image: Tensor, vector: Tensor) -> int:
     return t.param(model.out, h)
 
 
+def _functional_cnn(model, t: Tape, x: Tensor) -> int:
+    i = t.relu(t.param(model.conv1, t.input(x), bn=model.bn1))
+    i = t.pool(nn.MaxPool2d(2), i)
+    i = t.relu(t.param(model.conv2, i, bn=model.bn2))
+    i = t.flatten(i)
+    i = t.relu(t.param(model.fc1, i, bn=model.bn3))
+    return t.param(model.fc2, i)
+
+
 FORWARDS = {"TinyVGG": _vgg, "TinyResNet": _resnet, "TinyDenseNet": _densenet,
-            "TwoInput": _two_input}
+            "TwoInput": _two_input, "FunctionalBNCNN": _functional_cnn}
 
 
 def record(model: nn.Module, inputs) -> tuple[Tape, int]:
