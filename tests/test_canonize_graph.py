@@ -67,10 +67,14 @@ def test_no_batchnorm_left_and_layers_keep_their_paths(arch):
     for n, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             assert type(new[n]) is type(m), n
-    # the folded weights are not the originals (the fold did something)
-    assert not torch.equal(new["conv1"].weight, model.conv1.weight)
-    # and the original's parameters are not shared with the copy
-    assert new["conv1"].weight.data_ptr() != model.conv1.weight.data_ptr()
+    # the folded weights are not the originals (the fold did something), and the copy
+    # shares no parameter with the original
+    conv = {"resnet": "conv1", "functional_cnn": "conv1", "densenet": "block.0.conv"}[arch]
+    old = dict(model.named_modules())[conv]
+    assert not torch.equal(new[conv].weight, old.weight)
+    assert new[conv].bias is not None
+    ptrs = {p.data_ptr() for p in model.parameters()}
+    assert not ptrs & {p.data_ptr() for p in canon.parameters()}
 
 
 def test_canonized_functional_cnn_is_explained_as_written():
