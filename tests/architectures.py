@@ -36,6 +36,7 @@ __all__ = [
     "TinyResNet",
     "TinyVGG",
     "TwoInput",
+    "he_init",
     "make_densenet",
     "make_functional_cnn",
     "make_resnet",
@@ -275,16 +276,23 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0, shift: bool = True) -> 
     return model
 
 
-def _finish(model: nn.Module, seed: int, dtype: torch.dtype, bias: bool) -> nn.Module:
-    # He-normal weights and visible biases: logits of order 1, every bias doing something
+def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
+    """He-normal weights and visible biases (in place): logits of order 1, and every bias
+    doing something."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
                 fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2 / fan_in) ** 0.5)
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g).to(m.weight.dtype)
+                               * (2 / fan_in) ** 0.5)
                 if m.bias is not None:
                     m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+    return model
+
+
+def _finish(model: nn.Module, seed: int, dtype: torch.dtype, bias: bool) -> nn.Module:
+    he_init(model, seed)
     randomize_batchnorm(model, seed + 1, shift=bias)
     return model.to(dtype).eval()
 
