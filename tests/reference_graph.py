@@ -13,7 +13,9 @@ operation,
   constant: the relevance passes unchanged;
 * max-pooling: winner-take-all; average pooling and adaptive average pooling: LRP-0 with
   the explicit pooling matrix (``reference_lrp._pool_step``);
-* flatten/view: a reshape; concatenation: slicing;
+* flatten/view: a reshape; concatenation: slicing; any other linear map of the
+  input-dependent tensors (indexing, permute, sum, mean, subtraction): LRP-0, with the
+  transpose taken by a vector-Jacobian product of that map;
 * a sum ``z = a + b`` of two input-dependent tensors: the proportional split
   ``R_a = a / z * R`` (0 where z = 0), or with ``sums_epsilon=e`` the epsilon version
   ``R_a = a / (z + e * sign(z)) * R`` with sign(0) = +1.
@@ -158,6 +160,13 @@ class Tape:
         return self._add("cat", list(items), torch.cat([self.value(i) for i in items], dim),
                          dim=dim)
 
+    def linear(self, fn, items: list[int]) -> int:
+        """Any other linear function of input-dependent tensors (indexing, permute, sum,
+        mean, subtraction, scaling, ...): LRP-0, R_j = sum_k a_j L_kj R_k / y_k."""
+        with torch.no_grad():
+            out = fn(*[self.value(i) for i in items])
+        return self._add("linear", list(items), out, fn=fn)
+
     def module(self, m: nn.Module, i: int) -> int:
         """A leaf module (or an nn.Sequential of them)."""
         if isinstance(m, nn.Sequential):
@@ -224,6 +233,16 @@ class Tape:
                     s = r / stab(z, 0.0 if sums_epsilon is None else sums_epsilon)
                     for i in ins:
                         send(i, self.value(i) * s)
+                elif node.kind == "linear":
+                    # L^T (R / y) by a vector-Jacobian product of the linear map itself
+                    ins_v = [self.value(i).clone().requires_grad_(True) for i in ins]
+                    with torch.enable_grad():
+                        y_ = node.info["fn"](*ins_v)
+                    grads = torch.autograd.grad(y_, ins_v, r / stab(node.value, 0.0),
+                                                allow_unused=True)
+                    for i, v, g in zip(ins, ins_v, grads, strict=True):
+                        if g is not None:
+                            send(i, v.detach() * g)
                 elif node.kind == "cat":
                     dim, start = node.info["dim"], 0
                     for i in ins:

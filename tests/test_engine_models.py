@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from architectures import MAKERS, inputs_for
-from reference_graph import layer_list, reference, rules_for
+from reference_graph import Tape, layer_list, reference, rules_for
 from reference_lrp import reference_lrp
 from torch import nn
 
@@ -212,13 +213,13 @@ def test_index_counts_linear_conv_calls_in_execution_order():
     rules = [Epsilon(1e-6)] * len(layers)
     rules[3] = Gamma(1.0)
     rules[0] = ZBox(-1.0, 1.0)
-    rules[-1] = Zero()
+    rules[-1] = Epsilon(0.5)  # "last" needs the count of executed layers
     ref = reference(model, x, TARGETS, rules)
     comp = Composite(default=Epsilon(1e-6), by_index={3: Gamma(1.0)}, first=ZBox(-1.0, 1.0),
-                     last=Zero())
+                     last=Epsilon(0.5))
     assert_close(lt.explain(engine_model, x, TARGETS, comp), ref.relevance, scale_of(ref),
                  what="by_index in execution order")
-    by_name = Composite(default=Epsilon(1e-6), first=ZBox(-1.0, 1.0), last=Zero(),
+    by_name = Composite(default=Epsilon(1e-6), first=ZBox(-1.0, 1.0), last=Epsilon(0.5),
                         by_name={"layer2.0.downsample.0": Gamma(1.0)})
     assert_close(lt.explain(engine_model, x, TARGETS, by_name), ref.relevance,
                  scale_of(ref), what="by_name")
@@ -346,3 +347,59 @@ def test_two_input_model_returns_one_relevance_per_input():
     assert_close(sums + report.absorbed, logit, scale, what="sums + report.absorbed")
     # both inputs matter
     assert R[0].abs().sum(dim=(1, 2, 3)).min() > 0 and R[1].abs().sum(1).min() > 0
+
+
+# ---- linear functional ops inside forward ---------------------------------------------------
+
+B = 3
+LINEAR_OPS = {
+    "subtract": lambda a, b: a - b,
+    "scale and add": lambda a, b: 2.0 * a + b / 4.0,
+    "add a constant": lambda a, b: a + 1.0,
+    "cat": lambda a, b: torch.cat([a, b], 1),
+    "stack + flatten": lambda a, b: torch.stack([a, b], 1).flatten(1),
+    "stack + permute + reshape": lambda a, b: torch.stack([a, b], 2).permute(0, 2, 1)
+    .reshape(a.shape[0], -1),
+    "view + transpose": lambda a, b: a.view(a.shape[0], 2, 4).transpose(1, 2)
+    .reshape(a.shape[0], 8),
+    "slice": lambda a, b: a[:, 2:6],
+    "index with None": lambda a, b: a[:, None, :].squeeze(1),
+    "index with a list": lambda a, b: a[:, [0, 3, 5]],
+    "unsqueeze + squeeze": lambda a, b: a.unsqueeze(1).squeeze(1) + b,
+    "sum": lambda a, b: torch.stack([a, b], 2).sum(2),
+    "mean": lambda a, b: a.view(a.shape[0], 2, 4).mean(2),
+}
+
+
+class OpNet(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.fc_a, self.fc_b = nn.Linear(5, 8), nn.Linear(5, 8)
+        k = op(torch.zeros(1, 8), torch.zeros(1, 8)).shape[1]
+        self.head = nn.Linear(k, 4)
+
+    def forward(self, x):
+        a, b = F.relu(self.fc_a(x)), F.relu(self.fc_b(x))
+        return self.head(self.op(a, b))
+
+
+@pytest.mark.parametrize("name", list(LINEAR_OPS))
+def test_linear_functional_ops_are_explained(name):
+    """Each supported linear op between two Linear layers: the engine equals the reference
+    (LRP-0 through the op, epsilon on the layers)."""
+    from architectures import he_init
+
+    op = LINEAR_OPS[name]
+    model = he_init(OpNet(op).double(), seed=5).eval()
+    x = torch.randn(B, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    target = torch.tensor([0, 2, 3])
+    t = Tape(model)
+    i = t.input(x)
+    a = t.relu(t.param(model.fc_a, i))
+    b = t.relu(t.param(model.fc_b, i))
+    out = t.param(model.head, t.linear(op, [a, b]))
+    ref = t.lrp(out, target, [Epsilon(0.01)] * 3)
+    scale = max(t.value(out).abs().max().item(), 1.0)
+    R = lt.explain(model, x, target, Uniform(Epsilon(0.01)))
+    assert_close(R, ref[0], scale, what=name)
