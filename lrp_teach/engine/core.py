@@ -75,8 +75,10 @@ _LINEAR = _RESHAPE | {
     "stack", "hstack", "vstack", "dstack", "flip", "roll", "index_select", "gather",
     "take_along_dim", "masked_fill", "masked_fill_", "where", "pad", "unfold", "fold",
     "pixel_shuffle", "pixel_unshuffle", "repeat_interleave", "diagonal", "tril", "triu",
-    "__setitem__", "copy_", "get:T", "get:mT", "get:H", "get:mH", "neg", "negative",
+    "__setitem__", "setitem", "getitem", "copy_", "get:T", "get:mT", "get:H", "get:mH", "neg",
+    "negative",
     "sum", "mean", "nansum", "cumsum", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d",
+    "_pack_padded_sequence", "_pad_packed_sequence", "pad_sequence",
     "adaptive_avg_pool2d",
     # winner-take-all: the gradient of a maximum picks the winner
     "relu", "relu_", "max_pool1d", "max_pool2d", "_max_pool1d", "_max_pool2d",
@@ -231,7 +233,8 @@ class _Engine(TorchFunctionMode):
         self.order = order
         self.calls: list[_Call] = []
         self.tokens: list[tuple[int, Tensor]] = []  # (input index, embedding output leaf)
-        self.lost: list[Tensor] = []  # relevance shares that no input can carry
+        self.lost: list = []  # relevance shares no input can carry: (tensors, order) pairs
+        self.unsorted: dict[int, Tensor | None] = {}  # nn.LSTM -> order of a packed batch
         self.at = {}
         for key in at:
             path, _, where = str(key).partition(":")
@@ -294,6 +297,9 @@ class _Engine(TorchFunctionMode):
                 + ", ".join(c.__name__ for c in _KNOWN_PARAMETRIC_LEAVES)
                 + " (BatchNorm after lt.canonize)."
             )
+        if isinstance(module, nn.LSTM) and args and isinstance(
+                args[0], nn.utils.rnn.PackedSequence):
+            self.unsorted[id(module)] = args[0].unsorted_indices
         path = self.paths.get(id(module))
         if path is not None and (path, "in") in self.at.values() and args:
             first = args[0]
@@ -359,9 +365,9 @@ class _Engine(TorchFunctionMode):
             out = func(*args, **kwargs)
             self.mark(out, bad)
             return out
-        if not floats:  # only integer tensors derived from token ids
-            return self.integer_op(func, name, args, kwargs)
         handler = _HANDLERS.get(name)
+        if not floats and name != "embedding":  # only integer tensors derived from token ids
+            return self.integer_op(func, name, args, kwargs)
         if handler is not None:
             return handler(self, func, args, kwargs)
         if name in _CONSTANT:
@@ -730,7 +736,7 @@ def attribute(
         points = [p for ps in engine.points.values() for p in ps]
         nodes = [v for c in engine.calls for v in (*c.inputs, *c.outputs)] if check else []
         wanted = leaves + tokens + points + nodes
-        if out.requires_grad and wanted:
+        if out.requires_grad and wanted and tag is not None:
             with torch.enable_grad():
                 grads = torch.autograd.grad(out, wanted, g_out, allow_unused=True)
         else:
@@ -768,8 +774,10 @@ def attribute(
         vals = [p.detach() * found[id(p)] for p in ps]
         at_out[key] = vals[0] if len(vals) == 1 else vals
     lost = logit.new_zeros(logit.shape)
-    for share in engine.lost:
-        lost = lost + share.reshape(len(lost), -1).sum(1)
+    for shares, order in engine.lost:
+        for share in shares:
+            part = share.reshape(len(lost), -1).sum(1)
+            lost = lost + (part if order is None else part[order])
     report = None
     if check:
         report = ConservationReport._from_calls(engine, found, relevance, logit, t)
