@@ -316,11 +316,18 @@ class _Engine(TorchFunctionMode):
         if self.stack and self.stack[-1] is module:
             self.stack.pop()
         path = self.paths.get(id(module))
-        if path is not None and not self.dry:
-            for key, (p, w) in self.at.items():
-                if p == path and w == "" and isinstance(output, Tensor):
-                    self.points[key].append(output)
-        return None
+        if path is None or self.dry or not isinstance(output, Tensor):
+            return None
+        keys = [k for k, (p, w) in self.at.items() if p == path and w == ""]
+        if not keys:
+            return None
+        # hand the caller a copy: an in-place change after the module (``out += identity``)
+        # must not change the tensor whose relevance is read
+        copy = output.clone()
+        self.tags[copy] = self.tags.get(output, _DEP)
+        for key in keys:
+            self.points[key].append(output)
+        return copy
 
     # ------------------------------------------------------------------ rules
     def rule_for(self, module: nn.Module):
@@ -385,7 +392,7 @@ class _Engine(TorchFunctionMode):
             if name == "max" and len(floats) == 2:
                 tag = _DEP  # elementwise maximum of two tensors: winner takes all
             self.mark(out, tag)
-            if name.endswith("_") or name in ("__setitem__", "copy_"):
+            if name.endswith("_") or name in ("setitem", "__setitem__", "copy_"):
                 self.mark(args[0], tag)
             return out
         kind = "unknown"
@@ -473,6 +480,9 @@ def _parametric(engine: _Engine, func, args, kwargs):
     call.outputs.append(z)
     engine.calls.append(call)
     engine.tags[z] = _DEP
+    if engine.record:  # the report reads z itself; the model may change its copy in place
+        z = z.clone()
+        engine.tags[z] = _DEP
     return z
 
 
@@ -676,12 +686,12 @@ def trace(model: nn.Module, inputs) -> list[tuple[str, nn.Module]]:
     """The Linear/Conv modules that ``model(*inputs)`` executes, in first-call order."""
     prepared, _ = _prepare_inputs(inputs)
     engine = _Engine(model, None, dry=True)
-    for i, x in enumerate(prepared):
+    detached = tuple(x.detach() if isinstance(x, Tensor) else x for x in prepared)
+    for i, x in enumerate(detached):
         if isinstance(x, Tensor):
             engine.tags[x] = ("raw", i) if x.is_floating_point() else ("idx", i)
     with preserved(model), torch.no_grad():
-        _forward(engine, model, tuple(x.detach() if isinstance(x, Tensor) else x
-                                      for x in prepared))
+        _forward(engine, model, detached)
     return engine.executed
 
 
@@ -728,6 +738,10 @@ def attribute(
         if tag is not None and tag[0] == "bad":
             raise TypeError(f"lrp_teach.explain: {tag[1]}")
         engine.composite.check_used(engine.executed)
+        unknown = sorted(set(engine.composite.by_name) - {n for n, _ in model.named_modules()})
+        if unknown:
+            raise ValueError(f"the composite's by_name refers to modules the model does not "
+                             f"have: {unknown}")
         t = resolve_target(out, target)
         g_out = torch.zeros_like(out).scatter_(1, t[:, None], 1.0)
         logit = out.detach().gather(1, t[:, None])[:, 0]
@@ -884,6 +898,7 @@ class LayerConservation:
     rule: str
     relevance_out: Tensor
     relevance_in: Tensor
+    call: int = 1  # which call of the module (a module used twice has two entries)
 
     @property
     def absorbed(self) -> Tensor:
@@ -953,12 +968,12 @@ class ConservationReport:
         entries = []
         for call in engine.calls:
             seen[call.name] = seen.get(call.name, 0) + 1
-            name = call.name if seen[call.name] == 1 else f"{call.name}#{seen[call.name]}"
             r_in = per_sample(call.inputs)
             for extra in call.extra:
                 r_in = r_in + extra.reshape(len(logit), -1).sum(1)
-            entries.append(LayerConservation(name, type(call.module).__name__,
-                                             repr(call.rule), per_sample(call.outputs), r_in))
+            entries.append(LayerConservation(call.name, type(call.module).__name__,
+                                             repr(call.rule), per_sample(call.outputs), r_in,
+                                             seen[call.name]))
         total = logit.new_zeros(logit.shape)
         for r in relevance:
             if r is not None:
@@ -970,7 +985,8 @@ class ConservationReport:
         for e in self.layers:
             out, inn = float(e.relevance_out.sum()), float(e.relevance_in.sum())
             share = (out - inn) / out if out != 0 else 0.0
-            rows.append((e.name, e.layer, e.rule or "-", f"{out:.4f}", f"{inn:.4f}",
+            name = e.name if e.call == 1 else f"{e.name} (call {e.call})"
+            rows.append((name, e.layer, e.rule or "-", f"{out:.4f}", f"{inn:.4f}",
                          f"{out - inn:.2e}", f"{100 * share + 0.0:.2f}%"))
         return rows
 
