@@ -94,7 +94,8 @@ def entry(name: str) -> dict[str, Any]:
         known = ", ".join(sorted(weights)) or "none"
         raise PretrainedError(f"no weights called {name!r} in the manifest; available: {known}")
     info = weights[name]
-    missing = [k for k in ("file", "sha256", "builder") if not isinstance(info, dict) or k not in info]
+    missing = [k for k in ("file", "sha256", "builder")
+               if not isinstance(info, dict) or k not in info]
     if missing:
         raise PretrainedError(
             f"the entry {name!r} of {data_dir() / MANIFEST} lacks {', '.join(missing)}; restore "
