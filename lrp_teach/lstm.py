@@ -26,6 +26,7 @@ integrated gradients, occlusion) and word deletion, all with the same call signa
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,7 @@ __all__ = [
     "cell_step_relevance",
     "deletion_curve",
     "explain",
+    "explain_steps",
     "gradient",
     "gradient_x_input",
     "integrated_gradients",
@@ -456,7 +458,7 @@ def cell_step_relevance(
     b: torch.Tensor,
     r_h: torch.Tensor,
     r_c: torch.Tensor,
-    eps: float = 1e-3,
+    epsilon: float = 1e-3,
     bias_factor: float = 0.0,
     rule: str = "all",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -485,13 +487,14 @@ def cell_step_relevance(
     w_hh : (4H, H) tensor
     b : (4H,) tensor, ``b_ih + b_hh``
     r_h, r_c : (B, H) tensors
-    eps, bias_factor : float
+    epsilon, bias_factor : float
     rule : {"all", "prop", "abs", "half"}
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     pre = x @ w_ih.T + h_prev @ w_hh.T + b
-    return _cell_backward(x, h_prev, c_prev, pre, w_ih, w_hh, b, r_h, r_c, eps, bias_factor, rule)
+    return _cell_backward(x, h_prev, c_prev, pre, w_ih, w_hh, b, r_h, r_c, epsilon, bias_factor,
+                          rule)
 
 
 @dataclass
@@ -529,18 +532,128 @@ class LSTMRelevance:
         return self.score - self.tokens.sum(-1) - self.initial
 
 
+def _validate(model: nn.Module, inputs, lengths, embeddings: list[str]) -> None:
+    """Shape, dtype and range checks with messages that name the fix."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if embeddings:
+        emb = model.get_submodule(embeddings[0])
+        if inputs.dim() != 2 or inputs.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                "a model with an nn.Embedding takes token indices of shape (B, T) and "
+                f"integer dtype; got shape {tuple(inputs.shape)} and dtype {inputs.dtype}")
+        n = emb.num_embeddings
+        if inputs.numel() and (inputs.min() < 0 or inputs.max() >= n):
+            raise ValueError(f"token indices must lie in [0, {n}); got {int(inputs.max())}")
+    else:
+        lstm = next((m for m in model.modules() if isinstance(m, nn.LSTM)), None)
+        e = lstm.input_size if lstm is not None else inputs.shape[-1]
+        if inputs.dim() != 3 or inputs.shape[-1] != e or not inputs.is_floating_point():
+            raise ValueError(f"inputs must be a float tensor of shape (B, T, {e}); got shape "
+                             f"{tuple(inputs.shape)} and dtype {inputs.dtype}")
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths)
+        batch, steps = inputs.shape[:2]
+        if lengths.shape != (batch,) or lengths.is_floating_point():
+            raise ValueError(f"lengths must be an integer tensor of shape ({batch},); got "
+                             f"shape {tuple(lengths.shape)} and dtype {lengths.dtype}")
+        if lengths.min() < 1 or lengths.max() > steps:
+            raise ValueError(f"lengths must lie in [1, {steps}] (the padded length); got "
+                             f"[{int(lengths.min())}, {int(lengths.max())}]")
+
+
 def explain(
     model: nn.Module,
     inputs: torch.Tensor,
     lengths: torch.Tensor | None = None,
     target: int | torch.Tensor | None = None,
     *,
-    eps: float = 1e-3,
+    epsilon: float = 1e-3,
     bias_factor: float = 0.0,
     rule: str = "all",
     dtype: torch.dtype = torch.float64,
 ) -> LSTMRelevance:
-    """LRP for a model made of ``[nn.Embedding] -> nn.LSTM -> nn.Linear``, batched.
+    """LRP for an LSTM model, through the engine: ``model(inputs, lengths)`` as written.
+
+    A thin wrapper over :func:`lrp_teach.attribute` with ``Epsilon(epsilon, bias_factor)``
+    on every ``nn.Linear`` and ``nn.LSTM`` (:mod:`lrp_teach.engine.recurrent`):
+
+    .. math::
+        R_i = \\sum_j \\frac{a_i w_{ij} + \\delta (b_j + \\varepsilon s_j)/N}
+        {z_j + \\varepsilon s_j} R_j,\\qquad s_j = \\operatorname{sign}(z_j),
+
+    with signal-take-all at the gates, as in :cite:`arras2017wassa`.  Whatever the model's
+    forward does with the LSTM's outputs is explained as written.  With ``bias_factor=1``
+    (:math:`\\delta`) relevance is conserved: ``Σ R_input + R_initial = f_c``.  Other
+    ``rule`` values (``"prop"``, ``"abs"``, ``"half"``) use :func:`explain_steps`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Called as ``model(inputs, lengths)`` (``model(inputs)`` without lengths); left
+        untouched (a float64 copy is explained when ``dtype`` differs from its own).
+    inputs : torch.Tensor
+        Token indices ``(B, T)`` for a model with an ``nn.Embedding``, else ``(B, T, E)``.
+    lengths : torch.Tensor, optional
+        ``(B,)`` lengths in ``[1, T]``.
+    target : int or torch.Tensor, optional
+        Output to explain; ``None`` explains the largest output.
+    epsilon, bias_factor : float
+        The ε rule's stabilizer and bias share.
+    rule : {"all", "prop", "abs", "half"}
+    dtype : torch.dtype
+        Precision of the computation (float64 by default).
+
+    Returns
+    -------
+    LSTMRelevance
+        ``input`` is the relevance of the embedded (or real) inputs ``(B, T, E)``;
+        ``initial`` the share left on the zero initial states (``bias_factor > 0``).
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if rule != "all":
+        return explain_steps(model, inputs, lengths, target, epsilon=epsilon,
+                             bias_factor=bias_factor, rule=rule, dtype=dtype)
+    from .engine.composites import Composite
+    from .engine.core import attribute
+    from .rules import Epsilon
+
+    eps_rule = Epsilon(epsilon, bias_factor)
+    work = model
+    if any(p.dtype != dtype for p in model.parameters()):
+        work = copy.deepcopy(model).to(dtype)
+    embeddings = [n for n, m in work.named_modules() if isinstance(m, nn.Embedding)]
+    _validate(work, inputs, lengths, embeddings)
+    if inputs.is_floating_point():
+        inputs = inputs.to(dtype)
+    args = (inputs,) if lengths is None else (inputs, torch.as_tensor(lengths))
+    composite = Composite(by_type={nn.Linear: eps_rule, nn.LSTM: eps_rule})
+    at = embeddings[:1] if not inputs.is_floating_point() else []
+    res = attribute(work, args, target, composite, at=at)
+    relevance = res.at[at[0]] if at else res.inputs[0]
+    if lengths is None:
+        lengths = torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long)
+    return LSTMRelevance(input=relevance, initial=res.lost, score=res.logit,
+                         target=res.target, lengths=torch.as_tensor(lengths).long())
+
+
+def explain_steps(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    target: int | torch.Tensor | None = None,
+    *,
+    epsilon: float = 1e-3,
+    bias_factor: float = 0.0,
+    rule: str = "all",
+    dtype: torch.dtype = torch.float64,
+) -> LSTMRelevance:
+    """LRP for ``[nn.Embedding] -> nn.LSTM -> nn.Linear``, step by step (the teaching form).
+
+    The explicit backward recursion through time that chapter 7 derives; :func:`explain`
+    computes the same (``rule="all"``) through the engine, for any forward.  This form also
+    offers the product rules that :cite:`arras2019evaluating` compare.
 
     Relevance starts at the target's score ``f_c`` and is propagated back through the output
     layer, then through time, step by step (:func:`cell_step_relevance`):
@@ -564,7 +677,7 @@ def explain(
         ``(B,)`` lengths in ``[1, T]``; steps at or after a length are padding. Default: T.
     target : int or torch.Tensor, optional
         Output to explain; ``None`` explains the largest output.
-    eps : float
+    epsilon : float
         Stabilizer ε.
     bias_factor : float
         0 (default): bias and stabilizer absorb their share; 1: conserve exactly.
@@ -579,8 +692,11 @@ def explain(
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    if eps < 0:
-        raise ValueError(f"eps must be non-negative, got {eps}")
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be non-negative, got {epsilon}")
+    if bias_factor < 0:
+        raise ValueError(f"bias_factor must be non-negative, got {bias_factor}")
+    eps = epsilon
     parts = _parts(model)
     x, lengths = _prepare(parts, inputs, lengths, dtype)
     batch, steps, _ = x.shape

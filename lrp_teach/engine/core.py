@@ -75,8 +75,10 @@ _LINEAR = _RESHAPE | {
     "stack", "hstack", "vstack", "dstack", "flip", "roll", "index_select", "gather",
     "take_along_dim", "masked_fill", "masked_fill_", "where", "pad", "unfold", "fold",
     "pixel_shuffle", "pixel_unshuffle", "repeat_interleave", "diagonal", "tril", "triu",
-    "__setitem__", "copy_", "get:T", "get:mT", "get:H", "get:mH", "neg", "negative",
+    "__setitem__", "setitem", "getitem", "copy_", "get:T", "get:mT", "get:H", "get:mH", "neg",
+    "negative",
     "sum", "mean", "nansum", "cumsum", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d",
+    "_pack_padded_sequence", "_pad_packed_sequence", "pad_sequence",
     "adaptive_avg_pool2d",
     # winner-take-all: the gradient of a maximum picks the winner
     "relu", "relu_", "max_pool1d", "max_pool2d", "_max_pool1d", "_max_pool2d",
@@ -231,7 +233,8 @@ class _Engine(TorchFunctionMode):
         self.order = order
         self.calls: list[_Call] = []
         self.tokens: list[tuple[int, Tensor]] = []  # (input index, embedding output leaf)
-        self.lost: list[Tensor] = []  # relevance shares that no input can carry
+        self.lost: list = []  # relevance shares no input can carry: (tensors, order) pairs
+        self.unsorted: dict[int, Tensor | None] = {}  # nn.LSTM -> order of a packed batch
         self.at = {}
         for key in at:
             path, _, where = str(key).partition(":")
@@ -294,6 +297,9 @@ class _Engine(TorchFunctionMode):
                 + ", ".join(c.__name__ for c in _KNOWN_PARAMETRIC_LEAVES)
                 + " (BatchNorm after lt.canonize)."
             )
+        if isinstance(module, nn.LSTM) and args and isinstance(
+                args[0], nn.utils.rnn.PackedSequence):
+            self.unsorted[id(module)] = args[0].unsorted_indices
         path = self.paths.get(id(module))
         if path is not None and (path, "in") in self.at.values() and args:
             first = args[0]
@@ -310,11 +316,18 @@ class _Engine(TorchFunctionMode):
         if self.stack and self.stack[-1] is module:
             self.stack.pop()
         path = self.paths.get(id(module))
-        if path is not None and not self.dry:
-            for key, (p, w) in self.at.items():
-                if p == path and w == "" and isinstance(output, Tensor):
-                    self.points[key].append(output)
-        return None
+        if path is None or self.dry or not isinstance(output, Tensor):
+            return None
+        keys = [k for k, (p, w) in self.at.items() if p == path and w == ""]
+        if not keys:
+            return None
+        # hand the caller a copy: an in-place change after the module (``out += identity``)
+        # must not change the tensor whose relevance is read
+        copy = output.clone()
+        self.tags[copy] = self.tags.get(output, _DEP)
+        for key in keys:
+            self.points[key].append(output)
+        return copy
 
     # ------------------------------------------------------------------ rules
     def rule_for(self, module: nn.Module):
@@ -359,9 +372,9 @@ class _Engine(TorchFunctionMode):
             out = func(*args, **kwargs)
             self.mark(out, bad)
             return out
-        if not floats:  # only integer tensors derived from token ids
-            return self.integer_op(func, name, args, kwargs)
         handler = _HANDLERS.get(name)
+        if not floats and name != "embedding":  # only integer tensors derived from token ids
+            return self.integer_op(func, name, args, kwargs)
         if handler is not None:
             return handler(self, func, args, kwargs)
         if name in _CONSTANT:
@@ -379,7 +392,7 @@ class _Engine(TorchFunctionMode):
             if name == "max" and len(floats) == 2:
                 tag = _DEP  # elementwise maximum of two tensors: winner takes all
             self.mark(out, tag)
-            if name.endswith("_") or name in ("__setitem__", "copy_"):
+            if name.endswith("_") or name in ("setitem", "__setitem__", "copy_"):
                 self.mark(args[0], tag)
             return out
         kind = "unknown"
@@ -467,6 +480,9 @@ def _parametric(engine: _Engine, func, args, kwargs):
     call.outputs.append(z)
     engine.calls.append(call)
     engine.tags[z] = _DEP
+    if engine.record:  # the report reads z itself; the model may change its copy in place
+        z = z.clone()
+        engine.tags[z] = _DEP
     return z
 
 
@@ -670,12 +686,12 @@ def trace(model: nn.Module, inputs) -> list[tuple[str, nn.Module]]:
     """The Linear/Conv modules that ``model(*inputs)`` executes, in first-call order."""
     prepared, _ = _prepare_inputs(inputs)
     engine = _Engine(model, None, dry=True)
-    for i, x in enumerate(prepared):
+    detached = tuple(x.detach() if isinstance(x, Tensor) else x for x in prepared)
+    for i, x in enumerate(detached):
         if isinstance(x, Tensor):
             engine.tags[x] = ("raw", i) if x.is_floating_point() else ("idx", i)
     with preserved(model), torch.no_grad():
-        _forward(engine, model, tuple(x.detach() if isinstance(x, Tensor) else x
-                                      for x in prepared))
+        _forward(engine, model, detached)
     return engine.executed
 
 
@@ -722,6 +738,10 @@ def attribute(
         if tag is not None and tag[0] == "bad":
             raise TypeError(f"lrp_teach.explain: {tag[1]}")
         engine.composite.check_used(engine.executed)
+        unknown = sorted(set(engine.composite.by_name) - {n for n, _ in model.named_modules()})
+        if unknown:
+            raise ValueError(f"the composite's by_name refers to modules the model does not "
+                             f"have: {unknown}")
         t = resolve_target(out, target)
         g_out = torch.zeros_like(out).scatter_(1, t[:, None], 1.0)
         logit = out.detach().gather(1, t[:, None])[:, 0]
@@ -730,7 +750,7 @@ def attribute(
         points = [p for ps in engine.points.values() for p in ps]
         nodes = [v for c in engine.calls for v in (*c.inputs, *c.outputs)] if check else []
         wanted = leaves + tokens + points + nodes
-        if out.requires_grad and wanted:
+        if out.requires_grad and wanted and tag is not None:
             with torch.enable_grad():
                 grads = torch.autograd.grad(out, wanted, g_out, allow_unused=True)
         else:
@@ -768,8 +788,10 @@ def attribute(
         vals = [p.detach() * found[id(p)] for p in ps]
         at_out[key] = vals[0] if len(vals) == 1 else vals
     lost = logit.new_zeros(logit.shape)
-    for share in engine.lost:
-        lost = lost + share.reshape(len(lost), -1).sum(1)
+    for shares, order in engine.lost:
+        for share in shares:
+            part = share.reshape(len(lost), -1).sum(1)
+            lost = lost + (part if order is None else part[order])
     report = None
     if check:
         report = ConservationReport._from_calls(engine, found, relevance, logit, t)
@@ -876,6 +898,7 @@ class LayerConservation:
     rule: str
     relevance_out: Tensor
     relevance_in: Tensor
+    call: int = 1  # which call of the module (a module used twice has two entries)
 
     @property
     def absorbed(self) -> Tensor:
@@ -945,12 +968,12 @@ class ConservationReport:
         entries = []
         for call in engine.calls:
             seen[call.name] = seen.get(call.name, 0) + 1
-            name = call.name if seen[call.name] == 1 else f"{call.name}#{seen[call.name]}"
             r_in = per_sample(call.inputs)
             for extra in call.extra:
                 r_in = r_in + extra.reshape(len(logit), -1).sum(1)
-            entries.append(LayerConservation(name, type(call.module).__name__,
-                                             repr(call.rule), per_sample(call.outputs), r_in))
+            entries.append(LayerConservation(call.name, type(call.module).__name__,
+                                             repr(call.rule), per_sample(call.outputs), r_in,
+                                             seen[call.name]))
         total = logit.new_zeros(logit.shape)
         for r in relevance:
             if r is not None:
@@ -962,7 +985,8 @@ class ConservationReport:
         for e in self.layers:
             out, inn = float(e.relevance_out.sum()), float(e.relevance_in.sum())
             share = (out - inn) / out if out != 0 else 0.0
-            rows.append((e.name, e.layer, e.rule or "-", f"{out:.4f}", f"{inn:.4f}",
+            name = e.name if e.call == 1 else f"{e.name} (call {e.call})"
+            rows.append((name, e.layer, e.rule or "-", f"{out:.4f}", f"{inn:.4f}",
                          f"{out - inn:.2e}", f"{100 * share + 0.0:.2f}%"))
         return rows
 

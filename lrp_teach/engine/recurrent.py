@@ -165,6 +165,8 @@ def lstm_call(engine, func, args, kwargs):
     if data.dtype in (torch.float16, torch.bfloat16):
         raise TypeError(f"'{engine.path(module)}' receives {data.dtype}: use float32/float64")
     dtype = data.dtype
+    lost: list = []
+    engine.lost.append((lost, engine.unsorted.get(id(module)) if packed else None))
     x_in = data.view_as(data) if engine.record else data
     if packed:
         x, lengths, lookup, valid = _unpack(x_in, batch_sizes)
@@ -187,7 +189,7 @@ def lstm_call(engine, func, args, kwargs):
             h0 = h0_all[layer * dirs + d].to(dtype)
             c0 = c0_all[layer * dirs + d].to(dtype)
             out, h, c = _direction(x, lengths, w_ih, w_hh, b, h0, c0, d == 1, rule.epsilon,
-                                   rule.bias_factor, engine.lost)
+                                   rule.bias_factor, lost)
             outs.append(out)
             finals_h.append(h)
             finals_c.append(c)

@@ -297,6 +297,9 @@ class Epsilon(Rule):
     """
 
     def __init__(self, epsilon: float = 1e-6, bias_factor: float = 0.0) -> None:
+        if (not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool)
+                or not epsilon >= 0 or math.isinf(epsilon)):
+            raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
         super().__init__(stabilizer=epsilon)
         if (not isinstance(bias_factor, (int, float)) or isinstance(bias_factor, bool)
                 or not bias_factor >= 0 or math.isinf(bias_factor)):

@@ -41,7 +41,7 @@ def check_lstm_cell_lrp(fn: Callable, n_cases: int = 5, eps: float = 1e-3) -> No
     """
     for seed in range(n_cases):
         case = _case(seed)
-        expected = cell_step_relevance(**case, eps=eps)
+        expected = cell_step_relevance(**case, epsilon=eps)
         try:
             got = fn(**{k: v.clone() for k, v in case.items()}, eps=eps)
         except Exception as err:  # report the learner's error with the case that caused it
