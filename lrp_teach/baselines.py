@@ -13,11 +13,13 @@ Dropout is off); its training flag is restored afterwards.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from .engine.state import preserved
+from .engine.state import resolve_target as _resolve
 
 __all__ = [
     "gradient",
@@ -35,42 +37,18 @@ Target = int | torch.Tensor | None
 def resolve_target(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     """Return the class index of each input as a ``LongTensor[B]``.
 
-    ``None`` means the predicted class (the arg max of ``model(x)``). Raises ``ValueError``
-    when a class is out of range or the number of targets does not match the batch.
+    ``None`` means the predicted class (the arg max of ``model(x)``); the rules are those of
+    :func:`lrp_teach.engine.state.resolve_target`, which LRP uses too.
     """
+    if target is not None and not isinstance(target, torch.Tensor) and (
+            isinstance(target, bool) or not isinstance(target, int)):
+        raise TypeError(f"target must be None, an int or a LongTensor, got {type(target)}")
     with torch.no_grad(), _eval(model):
         logits = model(x)
-    if logits.dim() != 2:
-        raise ValueError(
-            f"the model must return logits of shape (batch, classes); got {tuple(logits.shape)}"
-        )
-    n, n_classes = logits.shape
-    if target is None:
-        return logits.argmax(1)
-    if isinstance(target, bool) or not isinstance(target, int | torch.Tensor):
-        raise TypeError(
-            f"target must be None, an int or a LongTensor of shape ({n},); got {type(target)}"
-        )
-    t = torch.as_tensor(target, dtype=torch.long).flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"got {t.numel()} targets for a batch of {n} inputs")
-    if (t < 0).any() or (t >= n_classes).any():
-        raise ValueError(f"target classes must lie in 0..{n_classes - 1}; got {t.tolist()}")
-    return t.clone()
+    return _resolve(logits, target)
 
 
-@contextmanager
-def _eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode and restore every module's training flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
+_eval = preserved  # the package's one save/restore of a model's state
 
 
 def _check_input(x: torch.Tensor) -> None:

@@ -15,9 +15,11 @@ layers) and whose Gradient x Input is LRP (:cite:`arras2017wassa`):
 
 Whatever the user's forward does with the outputs (which states it reads, in which order,
 pooling, the head) is then explained as written.  With :math:`\\delta > 0`, a share that
-would go to an input that is exactly 0 cannot be carried by Gradient x Input; at the zero
-initial state it is what the explicit form calls the initial state's relevance, and the
-engine reports it as lost (:attr:`lrp_teach.engine.core.Attribution.lost`).
+would go to an input that is exactly 0 cannot be carried by Gradient x Input.  At the zero
+initial state this is what the explicit form calls the initial state's relevance; the engine
+reports it in :attr:`lrp_teach.engine.core.Attribution.lost`.  At an input feature that is
+exactly 0 (a marker bit that is off) the share is absorbed, where the explicit form
+(:func:`lrp_teach.lstm.explain_steps`) would give it to that feature.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ def _sign(z: Tensor) -> Tensor:
     return torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
-def _share_grad(share: Tensor, v: Tensor, lost: list) -> Tensor:
-    """``share / v`` where v != 0; the shares at v == 0 are recorded as lost."""
+def _share_grad(share: Tensor, v: Tensor, lost: list | None) -> Tensor:
+    """``share / v`` where v != 0; the shares at v == 0 are recorded in ``lost``."""
     zero = v == 0
-    if bool(zero.any()):
+    if lost is not None and bool(zero.any()):
         lost.append((share * zero).flatten(1).sum(1))
     return torch.where(zero, torch.zeros_like(v), share / torch.where(zero, 1.0, v))
 
@@ -61,8 +63,8 @@ class _Gates(torch.autograd.Function):
         if ctx.delta:
             share = ctx.delta * ((b + step) * s).sum(-1, keepdim=True) / (
                 x.shape[-1] + h.shape[-1])
-            gx = gx + _share_grad(share.expand_as(x), x, ctx.lost)
-            gh = gh + _share_grad(share.expand_as(h), h, ctx.lost)
+            gx = gx + _share_grad(share.expand_as(x), x, None)  # absorbed: an input is 0
+            gh = gh + _share_grad(share.expand_as(h), h, ctx.lost)  # the zero initial state
         return gx, gh, None, None, None, None, None, None
 
 
