@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .products import take_all
 from .rules import Epsilon, Pass
 
 __all__ = ["lstm_call"]
@@ -108,9 +109,10 @@ def _direction(x: Tensor, lengths: Tensor | None, w_ih, w_hh, b, h0, c0, reverse
     for t in order:
         z = _Gates.apply(x[:, t], h, w_ih, w_hh, b, eps, delta, lost)
         i, f, g, o = z.chunk(4, dim=1)
-        i, f, o = i.sigmoid().detach(), f.sigmoid().detach(), o.sigmoid().detach()
-        c_new = _CellSum.apply(f * c, i * _tanh(g), eps, delta, lost)
-        h_new = o * _tanh(c_new)
+        i, f, o = i.sigmoid(), f.sigmoid(), o.sigmoid()
+        # signal-take-all: the gates i, f, o are held constant
+        c_new = _CellSum.apply(take_all(f, c), take_all(i, _tanh(g)), eps, delta, lost)
+        h_new = take_all(o, _tanh(c_new))
         if lengths is None:
             h, c = h_new, c_new
             outs[t] = h_new
