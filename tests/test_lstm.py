@@ -337,7 +337,7 @@ def test_gradient_and_ig_and_occlusion():
     assert occ[2, 2:].abs().max().item() == 0.0  # padding gets nothing
     only_value = L.occlusion(model, x, lengths, 0, dims=[0])
     assert only_value.shape == (3, 6, 1)
-    with pytest.raises(ValueError, match="dims"):
+    with pytest.raises(ValueError, match="features must lie"):
         L.occlusion(model, x, lengths, 0, dims=[3])
 
 
