@@ -2,25 +2,57 @@
 
 :func:`explain` calls ``model(*inputs)`` itself.  For the duration of that call, and only
 then, a :class:`torch.overrides.TorchFunctionMode` sees every torch operation the user's
-``forward`` performs, and global module hooks tell it which module is running.  Each
-operation on a tensor that depends on the input is then treated by what it is:
+``forward`` performs (functional calls such as ``F.relu`` or ``torch.flatten``, tensor
+methods and operators such as ``a + b``, ``x.view(...)``, ``x[:, 0]``), and global module
+hooks tell it which module is running.  Each tensor that depends on an input is tagged; each
+operation on a tagged tensor is treated by what it is:
 
-* the ``F.linear``/``F.conv*`` call inside an ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` is
-  replaced by the layer's rule, which returns the exact output :math:`z` but whose backward
-  pass gives :math:`c_j = \\sum_k \\rho(w_{jk}) R_k / z^\\rho_k`
-  (:cite:`montavon2019overview`);
-* operations that are linear in the input (``+``, ``-``, scaling by a constant, ``cat``,
-  ``stack``, reshapes, indexing, ``sum``, ``mean``, average pooling) keep their gradient,
-  which redistributes relevance proportionally; ReLU and max-pooling keep theirs
-  (winner-take-all);
-* element-wise activations (tanh, sigmoid, GELU, SiLU, ...) get the identity rule
-  :class:`~lrp_teach.rules.Pass`; ``nn.LSTM`` gets the rules of :cite:`arras2017wassa`
-  (:mod:`lrp_teach.engine.recurrent`); an ``nn.Embedding`` that reads token ids turns its
-  output into the point where token relevance is read;
-* everything else that reaches the output (a product of two input-dependent tensors,
-  softmax, exp, a linear map with weights outside a Linear/Conv module, ...) makes the call
-  fail with a ``TypeError`` that names the operation and the module.  Nothing falls back to
-  the plain gradient silently.
+========================================  =================================================
+operation (as torch names it)             treatment
+========================================  =================================================
+``linear``/``conv1d``/``conv2d`` with the  the module's rule from the composite
+weight of an ``nn.Linear``/``nn.Conv1d``/  (:mod:`lrp_teach.rules`): exact output, backward
+``nn.Conv2d`` (:data:`PARAMETRIC`)         :math:`c_j = \sum_k \rho(w_{jk}) R_k / z^\rho_k`
+``add``/``sub`` of two tagged tensors      plain gradient: the proportional split
+                                           :math:`R_a = a/(a+b)\,R`; ``Composite(sums=
+                                           Epsilon(e))`` divides by :math:`z + e\,
+                                           \mathrm{sign}(z)` instead
+``add``/``sub`` of a constant, ``mul``/    plain gradient (linear in the input; a constant
+``div`` by a constant, ``neg``             summand absorbs its share like a bias)
+data movement: ``view``, ``reshape``,      plain gradient
+``flatten``, ``permute``, ``transpose``,
+``cat``, ``stack``, ``split``, ``chunk``,
+indexing, ``gather``, ``index_select``,
+``where``, ``masked_fill``, ``pad``,
+``repeat``, ``expand``, packing of
+sequences, ``dropout`` in eval
+``sum``, ``mean``, ``cumsum``, average     plain gradient (LRP-0, proportional)
+pooling (``avg_pool*``,
+``adaptive_avg_pool*``)
+``relu``, ``clamp(min=0)``, max pooling,   plain gradient (winner-take-all)
+``max``/``amax``
+``tanh``, ``sigmoid``, ``gelu``, ``silu``, the identity rule :class:`~lrp_teach.rules.Pass`
+``leaky_relu``, ``elu``, ``softplus``      (or, inside an activation module, the
+                                           composite's rule for it)
+``lstm`` inside an ``nn.LSTM``             :mod:`lrp_teach.engine.recurrent`
+                                           (:cite:`arras2017wassa`)
+``embedding`` of token ids from an input   its output becomes the point where the tokens'
+                                           relevance is read
+``mul`` of two tagged tensors, matrix      refused: use :mod:`lrp_teach.products`
+products of two tagged tensors
+``linear``/``conv``/``matmul``/``einsum``  refused
+with trainable weights outside their
+module, division by a tagged tensor,
+``batch_norm``, active ``dropout``, and
+every other operation (``softmax``,
+``exp``, ``layer_norm``, ...)
+========================================  =================================================
+
+A refused operation raises a ``TypeError`` that names it and the module it ran in, if and
+only if its result reaches the explained output (a user's hook that logs ``x.abs().mean()``
+does no harm).  Modules with parameters other than Linear, Conv1d, Conv2d, Embedding and
+LSTM are refused when they are called, naming their type and path, and so is an unfolded
+BatchNorm.  Nothing falls back to the plain gradient silently.
 
 The relevance of an input is then input x gradient.  The model comes back exactly as it
 was (training flags, buffers, no hooks), also after an error (:mod:`lrp_teach.engine.state`).
