@@ -1,4 +1,4 @@
-"""The LRP engine: relevance as Gradient x Input of the model's own, modified forward pass.
+r"""The LRP engine: relevance as Gradient x Input of the model's own, modified forward pass.
 
 :func:`explain` calls ``model(*inputs)`` itself.  For the duration of that call, and only
 then, a :class:`torch.overrides.TorchFunctionMode` sees every torch operation the user's
