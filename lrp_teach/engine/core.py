@@ -113,7 +113,7 @@ _LINEAR = _RESHAPE | {
     "_pack_padded_sequence", "_pad_packed_sequence", "pad_sequence",
     "adaptive_avg_pool2d",
     # winner-take-all: the gradient of a maximum picks the winner
-    "relu", "relu_", "max_pool1d", "max_pool2d", "_max_pool1d", "_max_pool2d",
+    "max_pool1d", "max_pool2d", "_max_pool1d", "_max_pool2d",
     "max_pool1d_with_indices", "max_pool2d_with_indices", "adaptive_max_pool1d",
     "adaptive_max_pool2d", "amax", "max",
 }
@@ -579,6 +579,36 @@ def _activation(engine: _Engine, func, args, kwargs):
     return out
 
 
+class _ReLU(torch.autograd.Function):
+    """ReLU whose backward keeps a one-byte mask instead of the float output (same values
+    and gradient as ``torch.relu``; a quarter of its memory)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        mask = x > 0
+        ctx.save_for_backward(mask)
+        return torch.relu(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (mask,) = ctx.saved_tensors
+        return g * mask
+
+
+def _relu(engine: _Engine, func, args, kwargs):
+    x = args[0] if args else kwargs.get("input")
+    inplace = _name(func).endswith("_") or bool(kwargs.get("inplace", False)) or (
+        len(args) > 1 and args[1] is True)
+    if not x.requires_grad:
+        out = func(*args, **kwargs)
+    elif inplace:
+        out = x.copy_(_ReLU.apply(x))
+    else:
+        out = _ReLU.apply(x)
+    engine.mark(out, _DEP)
+    return out
+
+
 def _clamp(engine: _Engine, func, args, kwargs):
     low = args[1] if len(args) > 1 else kwargs.get("min")
     high = args[2] if len(args) > 2 else kwargs.get("max")
@@ -615,6 +645,7 @@ _HANDLERS = {name: _parametric for name in ("linear", "conv1d", "conv2d")}
 _HANDLERS.update({name: _sums for name in _SUMS})
 _HANDLERS.update({name: _scale for name in (*_SCALE, "rmul", "rdiv")})
 _HANDLERS.update({name: _activation for name in _ACTIVATION_OPS})
+_HANDLERS.update({"relu": _relu, "relu_": _relu})
 _HANDLERS.update({"clamp": _clamp, "clamp_min": _clamp, "embedding": _embedding,
                   "lstm": _lstm})
 

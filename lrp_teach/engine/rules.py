@@ -74,9 +74,9 @@ def stabilize(z: Tensor, epsilon: float, inplace: bool = False) -> Tensor:
     """
     if epsilon == 0:
         return torch.where(z == 0, torch.full_like(z, math.inf), z)
-    # z - eps + 2 eps [z >= 0]. The mask is cast to z's dtype first: adding a bool tensor
-    # with ``alpha`` rounds alpha to float32, an error of ~1e-9 that float64 runs would see.
-    step = (z >= 0).to(z.dtype).mul_(2 * epsilon).sub_(epsilon)  # exactly +eps or -eps
+    # exactly +eps or -eps in z's dtype (sign(0) = +1); two passes fewer than a sign product
+    # (0-dim tensors in z's dtype: Python scalars would be rounded through float32)
+    step = torch.where(z >= 0, z.new_tensor(epsilon), z.new_tensor(-epsilon))
     return z.add_(step) if inplace else z + step
 
 
