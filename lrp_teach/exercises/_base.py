@@ -82,11 +82,19 @@ def call(fn: Callable, *args: Any, where: str = "", **kwargs: Any) -> Any:
         raise
     except Exception as err:
         context = f" on {where}" if where else ""
-        raise ExerciseError(
-            f"`{name}` raised {type(err).__name__}{context}: {err}"
-        ) from err
+        advice = ""
+        if "dtype" in str(err) or "Double" in str(err) or "Float" in str(err):
+            advice = (" The inputs of this case are not in torch's default dtype: a tensor "
+                      "created without `dtype=` (for example by torch.where with Python "
+                      "numbers, torch.ones or torch.tensor) takes the default dtype; create it "
+                      "from the inputs instead (`.to(z.dtype)`, `torch.ones_like`).")
+        _reraise(f"`{name}` raised {type(err).__name__}{context}: {err}.{advice}", err)
     detail = f" ({stub})" if stub else ""
     fail(f"`{name}` is not implemented yet: it raised NotImplementedError{detail}.")
+
+
+def _reraise(message: str, err: Exception) -> None:
+    raise ExerciseError(message) from err
 
 
 def snapshot(**values: Any) -> dict[str, torch.Tensor]:
