@@ -108,11 +108,17 @@ def student_notebook(nb: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def student_copy(path: str | Path, out_dir: str | Path) -> Path:
-    """Write the student copy of the notebook at ``path`` into ``out_dir``; return its path."""
+def student_copy(path: str | Path, out_dir: str | Path, keep_existing: bool = False) -> Path:
+    """Write the student copy of the notebook at ``path`` into ``out_dir``; return its path.
+
+    With ``keep_existing``, a copy that is already there (perhaps with a learner's work in it)
+    is left as it is.
+    """
     path = Path(path)
-    nb = json.loads(path.read_text(encoding="utf-8"))
     target = Path(out_dir) / path.name
+    if keep_existing and target.exists():
+        return target
+    nb = json.loads(path.read_text(encoding="utf-8"))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(student_notebook(nb), indent=1) + "\n", encoding="utf-8")
     return target
@@ -124,9 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     student = sub.add_parser("student", help="write student copies without solutions")
     student.add_argument("notebooks", nargs="+", help="chapter notebooks (.ipynb)")
     student.add_argument("-o", "--out", default="labs", help="output folder (default: labs/)")
+    student.add_argument("--keep-existing", action="store_true",
+                         help="leave copies that already exist (a learner's work) unchanged")
     args = parser.parse_args(argv)
     for notebook in args.notebooks:
-        print(student_copy(notebook, args.out))
+        target = Path(args.out) / Path(notebook).name
+        existed = target.exists()
+        path = student_copy(notebook, args.out, keep_existing=args.keep_existing)
+        print(f"{path} (kept)" if args.keep_existing and existed else path)
 
 
 if __name__ == "__main__":

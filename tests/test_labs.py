@@ -72,3 +72,13 @@ def test_every_chapter_has_a_clean_student_copy(path, tmp_path):
     graded = [c for c in solutions if "def " in "".join(c["source"])]
     raising = [s for s in stubs if "NotImplementedError" in "".join(s["source"])]
     assert len(raising) >= min(1, len(graded)), f"{path.name}: graded exercise left without stub"
+
+
+def test_keep_existing_leaves_a_learners_copy_alone(tmp_path):
+    source = ROOT / "book" / "03_lrp.ipynb"
+    target = lt.labs.student_copy(source, tmp_path)
+    target.write_text('{"learner": "work in progress"}')
+    lt.labs.student_copy(source, tmp_path, keep_existing=True)
+    assert "work in progress" in target.read_text()
+    lt.labs.main(["student", str(source), "-o", str(tmp_path)])
+    assert "work in progress" not in target.read_text()
