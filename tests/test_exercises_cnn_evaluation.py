@@ -141,6 +141,9 @@ def test_aopc(capsys):
         lt.exercises.check_aopc(lambda c: (c[:, :1] - c)[:, 1:].mean(1))
     with pytest.raises(ExerciseError, match="in place"):
         lt.exercises.check_aopc(lambda c: c.sub_(c[:, :1].clone()).neg_().mean(1))
+    for wrong in [lambda c: (c - c[:, :1]).mean(1), lambda c: (c[:, :1] - c)[:, 1:].mean(1)]:
+        message = _message(lt.exercises.check_aopc, wrong)
+        assert "divide by L + 1" not in message and ".mean(" not in message
     # the reference itself passes through the package function
     lt.exercises.check_aopc(lt.evaluation.aopc)
 

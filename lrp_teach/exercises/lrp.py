@@ -140,6 +140,7 @@ def check_gamma_rule(fn: Fn, n: int = 25, seed: int = 0) -> None:
         missing, γ applied on one side of the fraction only, γ ignored, the factor
         :math:`a_j` missing, or broken conservation.
     """
+    __tracebackhide__ = True
 
     def mistakes(a, W, b, R, g):
         Wg, bg = W + g * W.clamp(min=0), b + g * b.clamp(min=0)
@@ -187,6 +188,7 @@ def check_epsilon_rule(fn: Fn, n: int = 25, seed: int = 1) -> None:
         epsilon without the sign or ignored, epsilon in the numerator, the bias missing, the
         factor :math:`a_j` missing, or broken conservation.
     """
+    __tracebackhide__ = True
 
     def mistakes(a, W, b, R, eps):
         z = a @ W.T + b
