@@ -35,8 +35,12 @@ def _source(cell: dict[str, Any]) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
-def _stub(code: str, label: str | None) -> str:
-    """Replace function bodies by ``raise NotImplementedError``; keep signatures and docstrings."""
+def _stub(code: str, label: str | None, checked: bool = True) -> str:
+    """Replace function bodies by ``raise NotImplementedError``; keep signatures and docstrings.
+
+    ``checked`` says whether a checker cell follows for this exercise; only then does the hint
+    send the learner to it.
+    """
     where = f" (exercise {label})" if label else ""
     try:
         tree = ast.parse(code)
@@ -55,10 +59,25 @@ def _stub(code: str, label: str | None) -> str:
         body = []
         if doc is not None:
             body.append(indent + '"""' + doc.replace('"""', "'''") + '"""')
-        hint = f"Write `{fn.name}`{where}, then run the checker below."
+        then = ", then run the checker below." if checked else "."
+        hint = f"Write `{fn.name}`{where}{then}"
         body.append(f"{indent}raise NotImplementedError({hint!r})")
         parts.append("\n".join(header + [textwrap.indent(b, "") for b in body]))
     return "\n\n\n".join(parts) + "\n"
+
+
+def _checked_after(cells: list[dict[str, Any]]) -> list[bool]:
+    """For each cell: does a checker call follow before the next exercise starts?"""
+    out = [False] * len(cells)
+    seen = False
+    for i in range(len(cells) - 1, -1, -1):
+        src = _source(cells[i])
+        if cells[i]["cell_type"] == "code" and "lt.exercises.check_" in src:
+            seen = True
+        out[i] = seen
+        if cells[i]["cell_type"] == "markdown" and "{exercise}" in src:
+            seen = False
+    return out
 
 
 def student_notebook(nb: dict[str, Any]) -> dict[str, Any]:
@@ -67,13 +86,14 @@ def student_notebook(nb: dict[str, Any]) -> dict[str, Any]:
     cells = []
     inside = False
     label: str | None = None
-    for cell in out["cells"]:
+    checked = _checked_after(out["cells"])
+    for index, cell in enumerate(out["cells"]):
         tags = cell.get("metadata", {}).get("tags", [])
         if cell["cell_type"] == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
             if "solution" in tags or inside:
-                cell["source"] = _stub(_source(cell), label)
+                cell["source"] = _stub(_source(cell), label, checked[index])
                 cell["metadata"]["tags"] = [t for t in tags if t != "solution"] + ["stub"]
             cells.append(cell)
             continue

@@ -82,3 +82,22 @@ def test_keep_existing_leaves_a_learners_copy_alone(tmp_path):
     assert "work in progress" in target.read_text()
     lt.labs.main(["student", str(source), "-o", str(tmp_path)])
     assert "work in progress" not in target.read_text()
+
+
+def test_stub_promises_a_checker_only_when_one_follows():
+    nb = {
+        "metadata": {},
+        "cells": [
+            _cell("markdown", "```{exercise} A\n:label: ex-a\n```\n```{solution-start} ex-a\n```"),
+            _cell("code", "def f(x):\n    return x\n", ["solution"]),
+            _cell("markdown", "```{solution-end}\n```"),
+            _cell("code", "lt.exercises.check_f(f)"),
+            _cell("markdown", "```{exercise} B\n:label: ex-b\n```\n```{solution-start} ex-b\n```"),
+            _cell("code", "def g(x):\n    return x\n", ["solution"]),
+            _cell("markdown", "```{solution-end}\n```"),
+        ],
+    }
+    stubs = [c["source"] for c in lt.labs.student_notebook(nb)["cells"]
+             if "stub" in c["metadata"].get("tags", [])]
+    assert "run the checker below" in stubs[0]
+    assert "checker" not in stubs[1] and "Write `g` (exercise ex-b)." in stubs[1]
