@@ -407,7 +407,7 @@ def _gamma_solution(layer, a, R, gamma):
 
 def test_gamma_checker_accepts_a_solution_and_diagnoses_mistakes(capsys):
     lt.exercises.check_gamma_rule(_gamma_solution)
-    assert "25 random cases agree" in capsys.readouterr().out
+    assert "25 random cases" in capsys.readouterr().out
 
     def no_gamma(layer, a, R, gamma):
         return _gamma_solution(layer, a, R, 0.0)
@@ -427,7 +427,7 @@ def test_gamma_checker_accepts_a_solution_and_diagnoses_mistakes(capsys):
                       (wrong_shape, "shape of a")]:
         with pytest.raises(lt.exercises.ExerciseError, match=match):
             lt.exercises.check_gamma_rule(fn)
-    with pytest.raises(lt.exercises.ExerciseError, match="differs from the reference"):
+    with pytest.raises(lt.exercises.ExerciseError, match="conservation is broken"):
         lt.exercises.check_gamma_rule(no_a)
 
 
@@ -438,12 +438,12 @@ def test_epsilon_checker(capsys):
         return a * ((R / z) @ layer.weight)
 
     lt.exercises.check_epsilon_rule(solution)
-    assert "check_epsilon_rule: 25 random cases agree" in capsys.readouterr().out
+    assert "check_epsilon_rule: 25 random cases" in capsys.readouterr().out
 
     def unsigned(layer, a, R, eps):
         return a * ((R / (layer(a) + eps)) @ layer.weight)
 
-    with pytest.raises(lt.exercises.ExerciseError, match="without the sign"):
+    with pytest.raises(lt.exercises.ExerciseError, match="same sign for every neuron"):
         lt.exercises.check_epsilon_rule(unsigned)
 
 

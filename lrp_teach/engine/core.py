@@ -72,7 +72,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .rules import ActivationRule, LayerOp, Pass, Rule, stabilize
+from .rules import ActivationRule, Epsilon, LayerOp, Pass, Rule, Zero, stabilize
 from .state import preserved, resolve_target
 
 __all__ = [
@@ -196,6 +196,15 @@ class _LRPLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: Tensor, rule: Rule, op: LayerOp, sink: list) -> Tensor:
+        if type(rule) in (Zero, Epsilon) and not getattr(rule, "bias_factor", 0) and (
+                rule.stabilizer > 0):
+            # LRP-0/ε: z / (z + ε sign z) = |z| / (|z| + ε) exactly, in three passes
+            z = op(a, op.weight, op.bias)
+            op.release()
+            ratio = z.abs()
+            ctx.scales = (ratio.div_(ratio + rule.stabilizer),)
+            ctx.rule, ctx.op, ctx.state, ctx.sink, ctx.shape = rule, op, a.shape, sink, a.shape
+            return z
         z, dens, state = rule.forward(op, a, False)
         op.release()
         scales = []
