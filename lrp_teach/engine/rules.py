@@ -70,14 +70,15 @@ def stabilize(z: Tensor, epsilon: float, inplace: bool = False) -> Tensor:
     epsilon : float
         The stabilizer; must be >= 0.
     inplace : bool
-        Overwrite ``z`` (saves one tensor of memory; for fresh temporaries only).
+        Accepted for the callers that may give up ``z``; the three-pass form reads the signs
+        of ``z`` while it writes, so the result is always a new tensor.
     """
     if epsilon == 0:
         return torch.where(z == 0, torch.full_like(z, math.inf), z)
-    # exactly +eps or -eps in z's dtype (sign(0) = +1); two passes fewer than a sign product
-    # (0-dim tensors in z's dtype: Python scalars would be rounded through float32)
-    step = torch.where(z >= 0, z.new_tensor(epsilon), z.new_tensor(-epsilon))
-    return z.add_(step) if inplace else z + step
+    # (|z| + eps) with the sign of z is z + eps sign(z), to the last bit (rounding is
+    # symmetric in the sign), in three fast passes.  (A negative zero counts as negative;
+    # its relevance is 0 either way, since a zero denominator comes with z = 0.)
+    return z.abs().add_(epsilon).copysign_(z)
 
 
 def _padding(layer: nn.Module) -> tuple[int, ...]:
