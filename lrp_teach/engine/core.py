@@ -218,6 +218,8 @@ class _LRPLayer(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         if ctx.scales is None:
             raise RuntimeError("the LRP graph can be traversed only once")
+        if ctx.op.channels_last:  # keep the convolution's layout (a copy only if it changed)
+            g = g.contiguous(memory_format=torch.channels_last)
         s = tuple(g * r for r in ctx.scales)
         state, ctx.scales, ctx.state = ctx.state, None, None  # free memory as we go
         c, extra = ctx.rule.backward(ctx.op, state, s)

@@ -458,10 +458,13 @@ class AlphaBeta(Rule):
 
 def _as_bound(value: float | Tensor, a: Tensor, what: str) -> Tensor:
     t = torch.as_tensor(value, dtype=a.dtype, device=a.device)
+    layout = torch.channels_last if a.dim() == 4 and not a.is_contiguous() and (
+        a.is_contiguous(memory_format=torch.channels_last)) else torch.contiguous_format
     try:
-        return torch.broadcast_to(t, (1,) + tuple(a.shape[1:])) if t.dim() < a.dim() else (
-            torch.broadcast_to(t, a.shape)
-        )
+        b = torch.broadcast_to(t, (1,) + tuple(a.shape[1:])) if t.dim() < a.dim() else (
+            torch.broadcast_to(t, a.shape))
+        # a real tensor in the input's layout: convolutions of broadcast views are slow
+        return b.contiguous(memory_format=layout) if b.dim() == 4 else b.contiguous()
     except RuntimeError:
         if t.numel() == a[0].numel():  # e.g. (1, 8, 8) bounds for a flattened input
             return t.reshape((1,) + tuple(a.shape[1:]))
