@@ -505,10 +505,13 @@ def _parametric(engine: _Engine, func, args, kwargs):
         # layout carries over through ReLU and pooling to the next convolution
         a = a.contiguous(memory_format=torch.channels_last)
     a_in = a.view_as(a) if engine.record else a
-    call = _Call(path, module, rule, [a_in], [], raw=raw)
+    # the report needs the tensors; otherwise only the input-layer terms are kept
+    call = _Call(path, module, rule, [a_in] if engine.record else [], [], raw=raw)
     z = _LRPLayer.apply(a_in, rule, LayerOp(module, a_in), call.extra)
-    call.outputs.append(z)
-    engine.calls.append(call)
+    if engine.record:
+        call.outputs.append(z)
+    if engine.record or raw is not None:
+        engine.calls.append(call)
     engine.tags[z] = _DEP
     if engine.record:  # the report reads z itself; the model may change its copy in place
         z = z.clone()
@@ -637,7 +640,9 @@ def _lstm(engine: _Engine, func, args, kwargs):
     result = lstm_call(engine, func, args, kwargs)
     if isinstance(result, tuple) and len(result) == 6:  # the rule-carrying recurrence ran
         output, h_n, c_n, x_in, module, rule = result
-        engine.calls.append(_Call(engine.path(module), module, rule, [x_in], [output, h_n, c_n]))
+        if engine.record:
+            engine.calls.append(_Call(engine.path(module), module, rule, [x_in],
+                                      [output, h_n, c_n]))
         return output, h_n, c_n
     return result
 
