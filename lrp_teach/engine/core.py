@@ -69,7 +69,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 from .composites import Composite, EpsilonGamma
@@ -144,6 +143,33 @@ _HINTS = {
     "unknown": "lrp_teach has no LRP rule for it; see the engine's documentation "
                "(lrp_teach.engine.core) for what is supported",
 }
+
+
+def _flat(obj) -> list:
+    """The tensors (and other leaves) of an op's arguments or result, two levels deep: the
+    shapes torch functions take and return (a tensor, a list of tensors, a named tuple)."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    out = []
+    if isinstance(obj, dict):
+        items = obj.values()
+    else:
+        items = obj if isinstance(obj, (list, tuple)) else (obj,)
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            out.extend(item)
+        elif isinstance(item, dict):
+            out.extend(item.values())
+        else:
+            out.append(item)
+    return out
+
+
+def tree_flatten(obj):  # the engine's flattening, in the shape of torch's pytree function
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], dict) and isinstance(
+            obj[0], (tuple, list)):
+        return _flat(obj[0]) + _flat(obj[1]), None
+    return _flat(obj), None
 
 
 def _name(func) -> str:
@@ -255,7 +281,9 @@ class _Engine(TorchFunctionMode):
         self.model, self.composite, self.record = model, composite, record
         self.tags = WeakIdKeyDictionary()
         self.paths: dict[int, str] = {}
+        self.names: list[str] = []
         for name, m in model.named_modules():
+            self.names.append(name)
             self.paths.setdefault(id(m), name or type(m).__name__)
         self.owner: dict[int, nn.Module] = {}
         for m in model.modules():
@@ -279,7 +307,7 @@ class _Engine(TorchFunctionMode):
             if where not in ("", "in"):
                 raise ValueError(f"at={key!r}: use 'module.path' or 'module.path:in'")
             self.at[str(key)] = (path, where)
-        known = {name for name, _ in model.named_modules()}
+        known = set(self.names)
         missing = sorted({p for p, _ in self.at.values()} - known)
         if missing:
             raise ValueError(f"at refers to unknown modules {missing}")
@@ -794,7 +822,7 @@ def attribute(
         if tag is not None and tag[0] == "bad":
             raise TypeError(f"lrp_teach.explain: {tag[1]}")
         engine.composite.check_used(engine.executed)
-        unknown = sorted(set(engine.composite.by_name) - {n for n, _ in model.named_modules()})
+        unknown = sorted(set(engine.composite.by_name) - set(engine.names))
         if unknown:
             raise ValueError(f"the composite's by_name refers to modules the model does not "
                              f"have: {unknown}")
