@@ -92,7 +92,7 @@ __all__ = [
 PARAMETRIC = (nn.Linear, nn.Conv1d, nn.Conv2d)
 ACTIVATIONS = (nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-_KNOWN_PARAMETRIC_LEAVES = (*PARAMETRIC, nn.Embedding, nn.LSTM)
+_KNOWN_PARAMETRIC_LEAVES = (*PARAMETRIC, nn.Embedding, nn.LSTM, nn.LayerNorm, nn.RMSNorm)
 CL_BATCH = 2  # smallest batch computed in channels-last layout (measured: no gain at 1)
 _TRAIN_DEPENDENT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, *_BATCHNORM)
 
@@ -271,6 +271,10 @@ class _Engine(TorchFunctionMode):
                 for p in m._flat_weights:
                     if p is not None:
                         self.owner.setdefault(id(p), m)
+            elif isinstance(m, nn.MultiheadAttention):
+                for p in (m.in_proj_weight, m.q_proj_weight):
+                    if p is not None:
+                        self.owner.setdefault(id(p), m)
         self.stack: list[nn.Module] = []
         self.rules: dict[int, object] = {}
         self.executed: list[tuple[str, nn.Module]] = []  # Linear/Conv modules, first call order
@@ -406,6 +410,9 @@ class _Engine(TorchFunctionMode):
         if self.dry:
             if name in ("linear", "conv1d", "conv2d"):
                 self.dry_call(args, kwargs)
+            elif name == "multi_head_attention_forward":  # its out_proj is a Linear
+                self.dry_call((None, args[11] if len(args) > 11 else kwargs.get(
+                    "out_proj_weight")), {})
             out = func(*args, **kwargs)
             self.mark(out, _DEP)
             return out
@@ -661,6 +668,15 @@ def _lstm(engine: _Engine, func, args, kwargs):
     return lstm_call(engine, func, args, kwargs)
 
 
+def _transformer(engine: _Engine, func, args, kwargs):
+    from . import transformer
+
+    handler = {"layer_norm": transformer.layer_norm_call, "rms_norm": transformer.rms_norm_call,
+               "softmax": transformer.softmax_call,
+               "multi_head_attention_forward": transformer.mha_call}[_name(func)]
+    return handler(engine, func, args, kwargs)
+
+
 _HANDLERS = {name: _parametric for name in ("linear", "conv1d", "conv2d")}
 _HANDLERS.update({name: _sums for name in _SUMS})
 _HANDLERS.update({name: _scale for name in (*_SCALE, "rmul", "rdiv")})
@@ -668,6 +684,8 @@ _HANDLERS.update({name: _activation for name in _ACTIVATION_OPS})
 _HANDLERS.update({"relu": _relu, "relu_": _relu})
 _HANDLERS.update({"clamp": _clamp, "clamp_min": _clamp, "embedding": _embedding,
                   "lstm": _lstm})
+_HANDLERS.update({name: _transformer for name in (
+    "layer_norm", "rms_norm", "softmax", "multi_head_attention_forward")})
 
 
 def _check_layer_input(path: str, layer: nn.Module, a: Tensor) -> None:
