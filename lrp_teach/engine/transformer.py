@@ -320,12 +320,20 @@ def mha_call(engine, func, args, kwargs):
     else:
         ws = a["in_proj_weight"].chunk(3)
     bs = (None,) * 3 if a["in_proj_bias"] is None else a["in_proj_bias"].chunk(3)
-    q = _project(engine, query, ws[0], bs[0], rule, module, f"{path}.in_proj (q)")
-    k = _project(engine, key, ws[1], bs[1], rule, module, f"{path}.in_proj (k)")
-    v = _project(engine, value, ws[2], bs[2], rule, module, f"{path}.in_proj (v)")
-    q = q.reshape(tgt, bsz * heads, hd).transpose(0, 1) * (1.0 / math.sqrt(hd))
-    k = k.reshape(src, bsz * heads, hd).transpose(0, 1)
-    v = v.reshape(src, bsz * heads, hd).transpose(0, 1)
+    # computed batch first, (N, L, E) and (N * H, L, d), so that the conservation report,
+    # which reads the batch along the first dimension, sums each sentence on its own
+    xs = [t.transpose(0, 1) for t in (query, key, value)]
+    for x, t in zip(xs, (query, key, value), strict=True):
+        if engine.tag(t) is not None:
+            engine.tags[x] = _DEP
+    q, k, v = (_project(engine, x, w, b, rule, module, f"{path}.in_proj ({n})")
+               for x, w, b, n in zip(xs, ws, bs, "qkv", strict=True))
+
+    def split(t, length):
+        return t.reshape(bsz, length, heads, hd).transpose(1, 2).reshape(bsz * heads,
+                                                                          length, hd)
+
+    q, k, v = split(q, tgt) * (1.0 / math.sqrt(hd)), split(k, src), split(v, src)
     eps = getattr(engine.composite, "product_epsilon", 0.0)
     q_in, kt_in = _node(engine, q), _node(engine, k.transpose(1, 2))
     if mode == "cp":
@@ -343,8 +351,6 @@ def mha_call(engine, func, args, kwargs):
         mask = pad if mask is None else mask + pad
     s_in = _node(engine, scores)
     attn = torch.softmax(s_in if mask is None else s_in + mask, dim=-1)
-    if a["training"] and a["dropout_p"] > 0:  # unreachable (refused above); kept exact
-        attn = F.dropout(attn, a["dropout_p"])
     if mode == "cp":
         a_in, v_in = attn.detach(), _node(engine, v)
         ctx = torch.bmm(a_in, v_in)
@@ -353,10 +359,10 @@ def mha_call(engine, func, args, kwargs):
         a_in, v_in = _node(engine, attn), _node(engine, v)
         ctx = matmul_uniform(a_in, v_in, eps)
         _record(engine, f"{path}.A@v", module, f"uniform(eps={eps:g})", [a_in, v_in], [ctx])
-    ctx = ctx.transpose(0, 1).reshape(tgt * bsz, embed)
+    ctx = ctx.reshape(bsz, heads, tgt, hd).transpose(1, 2).reshape(bsz, tgt, embed)
     engine.tags[ctx] = _DEP
     out = _parametric(engine, F.linear, (ctx, a["out_proj_weight"], a["out_proj_bias"]), {})
-    out = out.view(tgt, bsz, embed)
+    out = out.transpose(0, 1)
     weights = None
     if a["need_weights"]:
         weights = attn.detach().view(bsz, heads, tgt, src)
