@@ -462,3 +462,48 @@ def _lxt_forward_relevance(model, ids, pad, target, rules):
     out = model.head(x.mean(1))
     (grad,) = torch.autograd.grad(out[:, target].sum(), emb)
     return (emb * grad).sum(-1).detach()
+
+
+def test_position_ids_as_an_input_get_their_own_share():
+    class Positional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(8)
+            self.emb, self.pos = nn.Embedding(V, D), nn.Embedding(T, D)
+            layer = nn.TransformerEncoderLayer(D, H, 2 * D, batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+            self.head = nn.Linear(D, 2)
+
+        def forward(self, ids, positions):
+            return self.head(self.enc(self.emb(ids) + self.pos(positions)).mean(1))
+
+    m = Positional().double().eval()
+    ids, _ = _data()
+    positions = torch.arange(T).expand(len(ids), T)
+    (r_tok, r_pos), report = lt.explain(m, (ids, positions), 0, lt.composites.AttnLRP(0.0),
+                                        check=True)
+    assert r_tok.shape == r_pos.shape == (3, T)
+    assert r_pos.abs().max() > 1e-4
+    torch.testing.assert_close(r_tok.sum(1) + r_pos.sum(1) + _budget(report), report.logit,
+                               rtol=0, atol=1e-10)
+    # the dry trace counts the attention's out_proj among the Linear layers
+    names = [n for n, _ in lt.engine.trace(m, (ids, positions))]
+    assert names == ["enc.layers.0.self_attn.out_proj", "enc.layers.0.linear1",
+                     "enc.layers.0.linear2", "head"]
+
+
+def test_lstm_token_inputs_return_per_token_relevance():
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(9)
+            self.emb, self.lstm, self.head = nn.Embedding(V, 6), nn.LSTM(6, 5,
+                                                                        batch_first=True), (
+                nn.Linear(5, 2))
+
+        def forward(self, ids):
+            return self.head(self.lstm(self.emb(ids))[0][:, -1])
+
+    ids, _ = _data()
+    R = lt.explain(Tagger().double().eval(), ids, 1, lt.composites.AttnLRP())
+    assert R.shape == (3, T) and R.abs().max() > 0

@@ -38,21 +38,29 @@ pooling (``avg_pool*``,
                                            (:cite:`arras2017wassa`)
 ``embedding`` of token ids from an input   its output becomes the point where the tokens'
                                            relevance is read
+``layer_norm``, ``rms_norm``              the identity rule, standard deviation held
+                                           constant (:mod:`lrp_teach.engine.transformer`)
+``multi_head_attention_forward`` inside    an explicit attention with the composite's
+an ``nn.MultiheadAttention``               ``attention`` rule (AttnLRP or CP-LRP); refused
+                                           by composites without one
+``softmax``                                plain gradient = the AttnLRP softmax rule, under
+                                           :class:`~lrp_teach.composites.AttnLRP` only
 ``mul`` of two tagged tensors, matrix      refused: use :mod:`lrp_teach.products`
 products of two tagged tensors
 ``linear``/``conv``/``matmul``/``einsum``  refused
 with trainable weights outside their
 module, division by a tagged tensor,
 ``batch_norm``, active ``dropout``, and
-every other operation (``softmax``,
-``exp``, ``layer_norm``, ...)
+every other operation (``exp``,
+``log_softmax``, ...)
 ========================================  =================================================
 
 A refused operation raises a ``TypeError`` that names it and the module it ran in, if and
 only if its result reaches the explained output (a user's hook that logs ``x.abs().mean()``
-does no harm).  Modules with parameters other than Linear, Conv1d, Conv2d, Embedding and
-LSTM are refused when they are called, naming their type and path, and so is an unfolded
-BatchNorm.  Nothing falls back to the plain gradient silently.
+does no harm).  Modules with parameters other than Linear, Conv1d, Conv2d, Embedding,
+LSTM, LayerNorm, RMSNorm and MultiheadAttention are refused when they are called, naming
+their type and path, and so is an unfolded BatchNorm.  Nothing falls back to the plain
+gradient silently.
 
 The relevance of an input is then input x gradient.  The model comes back exactly as it
 was (training flags, buffers, no hooks), also after an error (:mod:`lrp_teach.engine.state`).
