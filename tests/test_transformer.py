@@ -507,3 +507,25 @@ def test_lstm_token_inputs_return_per_token_relevance():
     ids, _ = _data()
     R = lt.explain(Tagger().double().eval(), ids, 1, lt.composites.AttnLRP())
     assert R.shape == (3, T) and R.abs().max() > 0
+
+
+def test_a_tensor_tagged_in_an_earlier_run_is_a_constant_in_the_next():
+    class Cache(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(10)
+            self.fc = nn.Linear(4, 2)
+            self.last = None
+
+        def forward(self, x):
+            out = self.fc(x)
+            if self.last is not None:
+                out = out + self.last  # computed from the previous call's input: a constant
+            self.last = out
+            return out
+
+    m = Cache().double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    R1 = lt.explain(m, x, 0, lt.composites.Uniform(lt.rules.Epsilon(0.0)))
+    R2 = lt.explain(m, x, 0, lt.composites.Uniform(lt.rules.Epsilon(0.0)))
+    torch.testing.assert_close(R1, R2, rtol=0, atol=1e-12)  # the cached summand absorbs

@@ -229,6 +229,19 @@ def matmul_uniform(a: Tensor, b: Tensor, epsilon: float = 0.0) -> Tensor:
     return _UniformMatmul.apply(a, b, float(epsilon))
 
 
+class _GradScale(torch.autograd.Function):
+    """The identity whose gradient is scaled by a constant (no copy of the values)."""
+
+    @staticmethod
+    def forward(ctx, t, factor):
+        ctx.factor = factor
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.factor, None
+
+
 # --------------------------------------------------------------------------- attention
 class ProjectionOp(LayerOp):
     """A :class:`~lrp_teach.rules.LayerOp` for a linear map given by a weight and a bias
@@ -267,6 +280,27 @@ def _project(engine, x, w, b, rule, module, call_name):
     call.outputs.append(z)
     engine.calls.append(call)
     return z
+
+
+def _attention_explicit(engine, module, path, mode, eps, q, k, v, mask, hd):
+    """Attention step by step, each product and the softmax recorded for the report."""
+    q = q * (1.0 / math.sqrt(hd))
+    q_in, kt_in = _node(engine, q), _node(engine, k.transpose(1, 2))
+    if mode == "cp":
+        scores = torch.bmm(q_in.detach(), kt_in.detach())
+    else:
+        scores = matmul_uniform(q_in, kt_in, eps)
+        _record(engine, f"{path}.q@k", module, f"uniform(eps={eps:g})", [q_in, kt_in],
+                [scores])
+    s_in = _node(engine, scores)
+    attn = torch.softmax(s_in if mask is None else s_in + mask, dim=-1)
+    if mode == "cp":
+        return torch.bmm(attn.detach(), _node(engine, v)), attn
+    _record(engine, f"{path}.softmax", module, "AttnLRP softmax", [s_in], [attn])
+    a_in, v_in = _node(engine, attn), _node(engine, v)
+    ctx = matmul_uniform(a_in, v_in, eps)
+    _record(engine, f"{path}.A@v", module, f"uniform(eps={eps:g})", [a_in, v_in], [ctx])
+    return ctx, attn
 
 
 def mha_call(engine, func, args, kwargs):
@@ -326,22 +360,18 @@ def mha_call(engine, func, args, kwargs):
     for x, t in zip(xs, (query, key, value), strict=True):
         if engine.tag(t) is not None:
             engine.tags[x] = _DEP
-    q, k, v = (_project(engine, x, w, b, rule, module, f"{path}.in_proj ({n})")
-               for x, w, b, n in zip(xs, ws, bs, "qkv", strict=True))
+    if query is key is value and not a["use_separate_proj_weight"]:  # self-attention
+        q, k, v = _project(engine, xs[0], a["in_proj_weight"], a["in_proj_bias"], rule,
+                           module, f"{path}.in_proj").chunk(3, dim=-1)
+    else:
+        q, k, v = (_project(engine, x, w, b, rule, module, f"{path}.in_proj ({n})")
+                   for x, w, b, n in zip(xs, ws, bs, "qkv", strict=True))
 
     def split(t, length):
         return t.reshape(bsz, length, heads, hd).transpose(1, 2).reshape(bsz * heads,
                                                                           length, hd)
 
-    q, k, v = split(q, tgt) * (1.0 / math.sqrt(hd)), split(k, src), split(v, src)
     eps = getattr(engine.composite, "product_epsilon", 0.0)
-    q_in, kt_in = _node(engine, q), _node(engine, k.transpose(1, 2))
-    if mode == "cp":
-        scores = torch.bmm(q_in.detach(), kt_in.detach())
-    else:
-        scores = matmul_uniform(q_in, kt_in, eps)
-        _record(engine, f"{path}.q@k", module, f"uniform(eps={eps:g})", [q_in, kt_in],
-                [scores])
     mask = _float_mask(attn_mask, dtype)
     if mask is not None and mask.dim() == 2:
         mask = mask.unsqueeze(0)
@@ -349,16 +379,26 @@ def mha_call(engine, func, args, kwargs):
     if pad is not None:
         pad = pad.view(bsz, 1, 1, src).expand(-1, heads, -1, -1).reshape(bsz * heads, 1, src)
         mask = pad if mask is None else mask + pad
-    s_in = _node(engine, scores)
-    attn = torch.softmax(s_in if mask is None else s_in + mask, dim=-1)
-    if mode == "cp":
-        a_in, v_in = attn.detach(), _node(engine, v)
-        ctx = torch.bmm(a_in, v_in)
+    if not engine.record and not a["need_weights"] and (mode == "cp" or eps == 0):
+        # the fused kernel: AttnLRP's two uniform rules and its softmax rule (the plain
+        # softmax gradient) together halve the gradient that reaches v and quarter the one
+        # that reaches q and k; CP-LRP detaches q and k
+        q4, k4, v4 = (t.view(bsz, heads, -1, hd) for t in (split(q, tgt), split(k, src),
+                                                            split(v, src)))
+        if mode == "cp":
+            q4, k4 = q4.detach(), k4.detach()
+        else:
+            q4, k4, v4 = (_GradScale.apply(q4, 0.25), _GradScale.apply(k4, 0.25),
+                          _GradScale.apply(v4, 0.5))
+        m4 = mask
+        if mask is not None:
+            m4 = (mask.view(bsz, heads, *mask.shape[1:]) if mask.shape[0] == bsz * heads
+                  else mask.unsqueeze(0))
+        ctx = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=m4)
+        attn = None
     else:
-        _record(engine, f"{path}.softmax", module, "AttnLRP softmax", [s_in], [attn])
-        a_in, v_in = _node(engine, attn), _node(engine, v)
-        ctx = matmul_uniform(a_in, v_in, eps)
-        _record(engine, f"{path}.A@v", module, f"uniform(eps={eps:g})", [a_in, v_in], [ctx])
+        ctx, attn = _attention_explicit(engine, module, path, mode, eps, split(q, tgt),
+                                        split(k, src), split(v, src), mask, hd)
     ctx = ctx.reshape(bsz, heads, tgt, hd).transpose(1, 2).reshape(bsz, tgt, embed)
     engine.tags[ctx] = _DEP
     out = _parametric(engine, F.linear, (ctx, a["out_proj_weight"], a["out_proj_bias"]), {})
