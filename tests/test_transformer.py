@@ -520,7 +520,7 @@ def test_a_tensor_tagged_in_an_earlier_run_is_a_constant_in_the_next():
         def forward(self, x):
             out = self.fc(x)
             if self.last is not None:
-                out = out + self.last  # computed from the previous call's input: a constant
+                out = out * self.last  # from the previous call: a constant, no product
             self.last = out
             return out
 
@@ -528,4 +528,4 @@ def test_a_tensor_tagged_in_an_earlier_run_is_a_constant_in_the_next():
     x = torch.randn(3, 4, dtype=torch.float64)
     R1 = lt.explain(m, x, 0, lt.composites.Uniform(lt.rules.Epsilon(0.0)))
     R2 = lt.explain(m, x, 0, lt.composites.Uniform(lt.rules.Epsilon(0.0)))
-    torch.testing.assert_close(R1, R2, rtol=0, atol=1e-12)  # the cached summand absorbs
+    assert (R2 - R1).abs().max() > 1e-6  # scaled by the cached factor, not refused
