@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import lrp_teach as lt
-from lrp_teach.engine.transformer import matmul_uniform
+from lrp_teach.products import matmul_uniform
 
 torch.set_num_threads(1)
 D, H, V, T = 12, 3, 17, 6

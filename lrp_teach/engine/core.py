@@ -971,8 +971,11 @@ def explain(
     ----------
     model : nn.Module
         Any module built from Linear, Conv1d, Conv2d, ReLU, pooling, Flatten, Dropout,
-        Identity, the element-wise activations (identity rule), nn.Embedding (token inputs)
-        and nn.LSTM, wired by any forward that combines tensors linearly (add, subtract,
+        Identity, the element-wise activations (identity rule), nn.Embedding (token inputs),
+        nn.LSTM, nn.LayerNorm and nn.RMSNorm, and (with ``lt.composites.AttnLRP`` or
+        ``lt.composites.CPLRP``) nn.MultiheadAttention, nn.TransformerEncoderLayer and
+        nn.TransformerEncoder (:mod:`lrp_teach.engine.transformer`), wired by any forward
+        that combines tensors linearly (add, subtract,
         ``cat``, ``stack``, reshapes, indexing, ``sum``, ``mean``, scaling by constants).
         BatchNorm must be folded first with :func:`lrp_teach.canonize`.  Products of two
         input-dependent tensors go through :mod:`lrp_teach.products`.  The model comes

@@ -52,9 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .products import matmul_uniform
 from .rules import LayerOp
 
-__all__ = ["ProjectionOp", "layer_norm_call", "matmul_uniform", "mha_call", "rms_norm_call",
+__all__ = ["ProjectionOp", "layer_norm_call", "mha_call", "rms_norm_call",
            "softmax_call"]
 
 _DEP = ("dep",)
@@ -188,45 +189,6 @@ def softmax_call(engine, func, args, kwargs):
         return out
     engine.mark(out, _DEP)
     return out
-
-
-# --------------------------------------------------------------------------- products
-class _UniformMatmul(torch.autograd.Function):
-    """``a @ b``; backward: the uniform rule (gradient halved), ε on the contracted sum."""
-
-    @staticmethod
-    def forward(ctx, a, b, eps):
-        z = torch.matmul(a, b)
-        ctx.eps = eps
-        ctx.save_for_backward(a, b, z if eps else None)
-        return z
-
-    @staticmethod
-    def backward(ctx, g):
-        a, b, z = ctx.saved_tensors
-        if ctx.eps:
-            mag = z.abs()
-            s = g * (0.5 * mag / (mag + ctx.eps))
-        else:
-            s = 0.5 * g
-        ga = torch.matmul(s, b.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
-        gb = torch.matmul(a.transpose(-1, -2), s) if ctx.needs_input_grad[1] else None
-        return ga, gb, None
-
-
-def matmul_uniform(a: Tensor, b: Tensor, epsilon: float = 0.0) -> Tensor:
-    r"""``a @ b`` with the uniform rule: each factor receives half of the relevance.
-
-    .. math::  R_{a_{ik}} = a_{ik} \sum_j b_{kj} \frac{R_{ij}}{2\,(z_{ij} + \epsilon\,
-               \mathrm{sign}\,z_{ij})},\qquad z = a b,
-
-    and likewise for :math:`b` (:cite:`achtibat2024attnlrp`).  With ``epsilon=0``
-    :math:`\sum R_a = \sum R_b = \tfrac12 \sum R_z`.  Computed as the matrix product whose
-    gradient is halved (times :math:`|z|/(|z|+\epsilon)`): no extra matrix product.
-    """
-    if epsilon < 0 or math.isnan(epsilon):
-        raise ValueError(f"epsilon must be >= 0, got {epsilon!r}")
-    return _UniformMatmul.apply(a, b, float(epsilon))
 
 
 class _GradScale(torch.autograd.Function):
