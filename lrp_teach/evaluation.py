@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .baselines import Target, resolve_target
+from .engine.state import preserved
 
 __all__ = [
     "RandomizationResult",
@@ -205,18 +206,13 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, R: torch.Tensor,
     flat_k = torch.arange(steps + 1, device=x.device).repeat(n) * per_step
     out = torch.empty(n * (steps + 1), dtype=x.dtype, device=x.device)
     view = (-1,) + (1,) * (x.dim() - 1)
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with preserved(model):
         for start in range(0, len(flat_b), batch_size):
             b = flat_b[start:start + batch_size]
             k = flat_k[start:start + batch_size]
             mask = pixel_rank[b] < k.view(view)
             xs = torch.where(mask, fill_values[b], x[b])
             out[start:start + batch_size] = _score(model, xs, t[b], output)
-    finally:
-        for module, flag in flags:
-            module.training = flag
     return out.view(n, steps + 1)
 
 
@@ -235,9 +231,7 @@ def perturbation_curve_loop(model: nn.Module, x: torch.Tensor, R: torch.Tensor,
     t, steps, pixel_rank, fill_values = _prepare(model, x, R, target, patch, steps, per_step,
                                                  order, fill, low, high, seed)
     curves = torch.empty(len(x), steps + 1, dtype=x.dtype)
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with preserved(model):
         for i in range(len(x)):
             xi = x[i:i + 1].clone()
             curves[i, 0] = _score(model, xi, t[i:i + 1], output)[0]
@@ -245,9 +239,6 @@ def perturbation_curve_loop(model: nn.Module, x: torch.Tensor, R: torch.Tensor,
                 mask = (pixel_rank[i:i + 1] < k * per_step).expand_as(xi)
                 xi[mask] = fill_values[i:i + 1][mask]
                 curves[i, k] = _score(model, xi, t[i:i + 1], output)[0]
-    finally:
-        for module, flag in flags:
-            module.training = flag
     return curves
 
 

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from .engine.state import resolve_target
+
 __all__ = [
     "LSTMClassifier",
     "LSTMRegressor",
@@ -262,27 +264,6 @@ def _prepare(
         lengths = lengths.long()
     valid = torch.arange(steps, device=device)[None, :] < lengths[:, None]
     return x * valid[..., None], lengths
-
-
-def _targets(
-    target: int | torch.Tensor | None, logits: torch.Tensor
-) -> torch.Tensor:
-    """Target index per sequence; ``None`` picks the largest output."""
-    batch, n_out = logits.shape
-    if target is None:
-        return logits.argmax(dim=1)
-    t = torch.as_tensor(target, device=logits.device)
-    if t.is_floating_point():
-        raise ValueError(f"target must be an int or an integer tensor, got dtype {t.dtype}")
-    t = t.long().expand(batch) if t.dim() == 0 else t.long()
-    if t.shape != (batch,):
-        raise ValueError(f"target must be an int or have shape ({batch},); got {tuple(t.shape)}")
-    if t.min() < 0 or t.max() >= n_out:
-        raise ValueError(
-            f"target out of range: the model has {n_out} outputs, got indices in "
-            f"[{int(t.min())}, {int(t.max())}]"
-        )
-    return t
 
 
 # --------------------------------------------------------------------------- forward
@@ -706,7 +687,7 @@ def explain_steps(
         feat, runs = _features(parts, x, lengths, dtype)
         w_out, b_out = _linear(parts, dtype, x.device)
         logits = feat @ w_out.T + b_out
-        tgt = _targets(target, logits)
+        tgt = resolve_target(logits, target)
         start = torch.zeros_like(logits)
         start[rows, tgt] = logits[rows, tgt]
         (r_feat,) = _epsilon_linear([feat], [w_out], logits, b_out, start, eps, bias_factor)

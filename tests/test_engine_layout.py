@@ -45,3 +45,21 @@ def test_resnet_in_float32_matches_float64():
     R64 = lt.explain(model, x, 0)
     R32 = lt.explain(copy.deepcopy(model).float(), x.float(), 0)
     assert float((R32.double() - R64).abs().max() / R64.abs().max()) < 1e-3
+
+
+def test_a_composite_can_give_an_activation_module_its_own_rule():
+    """Tanh gets the identity rule by default; Gradient keeps tanh's own derivative."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    zero = lt.rules.Epsilon(0.0)
+    default = lt.attribute(model, x, 0, lt.composites.Composite(default=zero), at=["1", "1:in"])
+    torch.testing.assert_close(default.at["1"].sum(1), default.at["1:in"].sum(1))
+    plain = lt.composites.Composite(default=zero, by_type={nn.Tanh: lt.rules.Gradient()})
+    res = lt.attribute(model, x, 0, plain, at=["1:in"])
+    a = res.at["1:in"]
+    # with the Gradient rule the relevance below tanh is a * tanh'(a) * (R_out / tanh(a))
+    with torch.no_grad():
+        pre = model[0](x)
+        expected = default.at["1"] * pre * (1 - torch.tanh(pre) ** 2) / torch.tanh(pre)
+    torch.testing.assert_close(a, expected, atol=1e-12, rtol=1e-9)

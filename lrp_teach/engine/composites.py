@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from .order import PARAMETRIC, named_layers, trace
 from .rules import ActivationRule, AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, Zero, ZPlus
 
 __all__ = [
@@ -201,8 +202,6 @@ class Composite:
 
     def assign_layers(self, layers: list[tuple[str, nn.Module]]) -> RuleMap:
         """Assign rules to the Linear/Conv entries of ``(name, layer)`` pairs (forward order)."""
-        from .core import PARAMETRIC
-
         params = [(n, m) for n, m in layers if isinstance(m, PARAMETRIC)]
         names = {n for n, _ in layers}
         unknown = [n for n in self.by_name if n not in names]
@@ -223,8 +222,6 @@ class Composite:
         The layers are numbered in order of execution; for a model other than a nested
         ``nn.Sequential`` pass an example input, with which the model is run once.
         """
-        from .core import named_layers, trace
-
         layers = trace(model, inputs if len(inputs) != 1 else inputs[0]) if inputs else (
             named_layers(model))
         if inputs:
@@ -373,8 +370,6 @@ class BestPractice(Composite):
         return super().rule_for(index, count, name, layer)
 
     def assign_layers(self, layers):
-        from .core import PARAMETRIC
-
         count = sum(isinstance(m, PARAMETRIC) for _, m in layers)
         if count:
             self.rule_for(0, count, "", nn.Identity())  # sets by_index for this count

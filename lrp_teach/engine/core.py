@@ -78,6 +78,9 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 from torch.overrides import TorchFunctionMode
 
+from .composites import Composite, EpsilonGamma
+from .order import PARAMETRIC, named_layers, trace
+from .recurrent import lstm_call
 from .rules import ActivationRule, Epsilon, LayerOp, Pass, Rule, Zero, stabilize
 from .state import preserved, resolve_target
 
@@ -95,7 +98,6 @@ __all__ = [
     "trace",
 ]
 
-PARAMETRIC = (nn.Linear, nn.Conv1d, nn.Conv2d)
 ACTIVATIONS = (nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _KNOWN_PARAMETRIC_LEAVES = (*PARAMETRIC, nn.Embedding, nn.LSTM, nn.LayerNorm, nn.RMSNorm)
@@ -277,17 +279,9 @@ class _LRPLayer(torch.autograd.Function):
         return c, None, None, None
 
 
-def _default_composite():
-    from .composites import EpsilonGamma
-
-    return EpsilonGamma()
-
-
 def _check_composite(composite):
-    from .composites import Composite
-
     if composite is None:
-        return _default_composite()
+        return EpsilonGamma()
     if not isinstance(composite, Composite):
         raise TypeError(
             f"composite must be an lrp_teach.composites.Composite (for example "
@@ -302,9 +296,9 @@ class _Engine(TorchFunctionMode):
     """The mode that attaches the rules while ``model(*inputs)`` runs."""
 
     def __init__(self, model: nn.Module, composite, *, record: bool = False,
-                 at: Iterable[str] = (), order: list | None = None, dry: bool = False):
+                 at: Iterable[str] = (), order: list | None = None):
         super().__init__()
-        self.model, self.composite, self.record, self.dry = model, composite, record, dry
+        self.model, self.composite, self.record = model, composite, record
         self.tags = _Tags()
         self.paths: dict[int, str] = {}
         for name, m in model.named_modules():
@@ -340,7 +334,6 @@ class _Engine(TorchFunctionMode):
         if missing:
             raise ValueError(f"at refers to unknown modules {missing}")
         self.points: dict[str, list[Tensor]] = {k: [] for k in self.at}
-        self.counts: dict[int, int] = {}
 
     # ------------------------------------------------------------------ helpers
     def tag(self, t):
@@ -373,8 +366,6 @@ class _Engine(TorchFunctionMode):
     # ------------------------------------------------------------------ module hooks
     def pre_hook(self, module: nn.Module, args):
         self.stack.append(module)
-        if self.dry:
-            return None
         if isinstance(module, _BATCHNORM):
             raise TypeError(
                 f"{type(module).__name__} at {self.where()} has no LRP rule of its own: fold it "
@@ -410,7 +401,7 @@ class _Engine(TorchFunctionMode):
         if self.stack and self.stack[-1] is module:
             self.stack.pop()
         path = self.paths.get(id(module))
-        if path is None or self.dry or not isinstance(output, Tensor):
+        if path is None or not isinstance(output, Tensor):
             return None
         keys = [k for k, (p, w) in self.at.items() if p == path and w == ""]
         if not keys:
@@ -453,15 +444,6 @@ class _Engine(TorchFunctionMode):
         if not tags:
             return func(*args, **kwargs)
         name = _name(func)
-        if self.dry:
-            if name in ("linear", "conv1d", "conv2d"):
-                self.dry_call(args, kwargs)
-            elif name == "multi_head_attention_forward":  # its out_proj is a Linear
-                self.dry_call((None, args[11] if len(args) > 11 else kwargs.get(
-                    "out_proj_weight")), {})
-            out = func(*args, **kwargs)
-            self.mark(out, _DEP)
-            return out
         bad = next((tg for tg in tags if tg[0] == "bad"), None)
         floats = [t for t in flat if isinstance(t, Tensor) and t.is_floating_point()
                   and self.tag(t) is not None]
@@ -522,13 +504,6 @@ class _Engine(TorchFunctionMode):
                 if not t.is_floating_point() and t.dtype != torch.bool:
                     self.tags[t] = idx
         return out
-
-    def dry_call(self, args, kwargs):
-        weight = args[1] if len(args) > 1 else kwargs.get("weight")
-        m = self.owner.get(id(weight))
-        if m is not None and isinstance(m, PARAMETRIC) and id(m) not in self.counts:
-            self.counts[id(m)] = len(self.executed)
-            self.executed.append((self.path(m), m))
 
 
 def _dropout_active(args, kwargs) -> bool:
@@ -709,9 +684,12 @@ def _embedding(engine: _Engine, func, args, kwargs):
 
 
 def _lstm(engine: _Engine, func, args, kwargs):
-    from .recurrent import lstm_call
-
-    return lstm_call(engine, func, args, kwargs)
+    result = lstm_call(engine, func, args, kwargs)
+    if isinstance(result, tuple) and len(result) == 6:  # the rule-carrying recurrence ran
+        output, h_n, c_n, x_in, module, rule = result
+        engine.calls.append(_Call(engine.path(module), module, rule, [x_in], [output, h_n, c_n]))
+        return output, h_n, c_n
+    return result
 
 
 def _transformer(engine: _Engine, func, args, kwargs):
@@ -827,19 +805,6 @@ def _forward(engine: _Engine, model: nn.Module, inputs: tuple):
         for h in handles:
             h.remove()
     return out
-
-
-def trace(model: nn.Module, inputs) -> list[tuple[str, nn.Module]]:
-    """The Linear/Conv modules that ``model(*inputs)`` executes, in first-call order."""
-    prepared, _ = _prepare_inputs(inputs)
-    engine = _Engine(model, None, dry=True)
-    detached = tuple(x.detach() if isinstance(x, Tensor) else x for x in prepared)
-    for i, x in enumerate(detached):
-        if isinstance(x, Tensor):
-            engine.tags[x] = ("raw", i) if x.is_floating_point() else ("idx", i)
-    with preserved(model), torch.no_grad():
-        _forward(engine, model, detached)
-    return engine.executed
 
 
 def attribute(
@@ -1011,32 +976,6 @@ def explain(
     if check:
         return relevance, result.report
     return relevance
-
-
-def named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The leaf layers of a (nested) ``nn.Sequential`` in forward order, with their paths.
-
-    For other models the order of execution is only known by running them: use
-    :func:`trace`.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    out: list[tuple[str, nn.Module]] = []
-
-    def walk(module: nn.Module, path: str) -> None:
-        if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-            for name, child in module.named_children():
-                walk(child, f"{path}.{name}" if path else name)
-            return
-        if next(module.children(), None) is not None:
-            raise TypeError(
-                f"'{path or type(module).__name__}' ({type(module).__name__}) is not an "
-                "nn.Sequential: its order of execution is known only by running it; pass an "
-                "example input (composite.assign(model, x) or lt.engine.trace(model, x))")
-        out.append((path or type(module).__name__, module))
-
-    walk(model, "")
-    return out
 
 
 @dataclass

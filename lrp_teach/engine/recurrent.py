@@ -205,9 +205,6 @@ def lstm_call(engine, func, args, kwargs):
         output = torch.empty_like(output).index_copy(0, order, output)
     else:
         output = x if batch_first else x.transpose(0, 1)
-    from .core import _Call
-
-    engine.calls.append(_Call(engine.path(module), module, rule, [x_in], [output, h_n, c_n]))
     for t in (output, h_n, c_n):
         engine.tags[t] = ("dep",)
-    return output, h_n, c_n
+    return output, h_n, c_n, x_in, module, rule

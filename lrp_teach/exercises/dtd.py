@@ -94,6 +94,22 @@ def _run_case(fn, where, layer, a, R, extra, package, dtype):
     return check_tensor(where, got, a.shape).to(torch.float64)
 
 
+def _judge(where: str, got, expected, variants, R, dtype, conserve_hint: str, differs: str,
+           question: str) -> None:
+    """Pass a case, or name the mistake: a known variant, broken conservation, or else."""
+    rel = tolerance(dtype) * (10 if dtype == torch.float32 else 1e3)
+    if close(got, expected, rel):
+        return
+    mistake = first_match(got, variants, rel)
+    if mistake:
+        fail(f"{where}: your result matches a common mistake: {mistake}.")
+    if not close(got.sum(1), R.sum(1), rel):
+        fail(f"{where}: relevance is not conserved: R_in sums to {float(got[0].sum()):.4f} "
+             f"for the first sample, but {float(R[0].sum()):.4f} came in.{conserve_hint}")
+    fail(f"{where}: your rule conserves relevance but {differs} (largest difference "
+         f"{float((got - expected).abs().max()):.3g}). {question}")
+
+
 def check_zero_to_h_rule(fn: Callable, cases: int = 8) -> None:
     r"""Grade ``fn(layer, a, R, high)``: the DTD rule for inputs in the box [0, h].
 
@@ -138,19 +154,9 @@ def check_zero_to_h_rule(fn: Callable, cases: int = 8) -> None:
         expected, variants = _zero_h_variants(a, W, b, h, R)
         where = f"case {case} ({what}, layer {d} -> {K}, {dtype_name(dtype)})"
         got = _run_case(fn, where, layer, a, R, high, _package("ZBox", rules.ZBox), dtype)
-        rel = tolerance(dtype) * (10 if dtype == torch.float32 else 1e3)
-        if close(got, expected, rel):
-            continue
-        mistake = first_match(got, variants, rel)
-        if mistake:
-            fail(f"{where}: your result matches a common mistake: {mistake}.")
-        if not close(got.sum(1), R.sum(1), rel):
-            fail(f"{where}: relevance is not conserved: R_in sums to {float(got[0].sum()):.4f} "
-                 f"for the first sample, but {float(R[0].sum()):.4f} came in. Look at the "
-                 "denominator.")
-        fail(f"{where}: your rule conserves relevance but splits it differently from the "
-             f"derivation (largest difference {float((got - expected).abs().max()):.3g}). "
-             "Write down the search direction for each sign of w_jk and check the numerator.")
+        _judge(where, got, expected, variants, R, dtype, " Look at the denominator.",
+               "splits it differently from the derivation",
+               "Write down the search direction for each sign of w_jk and check the numerator.")
     print(f"The [0, h] rule: correct on {cases} random layers (float64 and float32), and it "
           "conserves relevance.")
 
@@ -195,17 +201,8 @@ def check_wsquare_rule(fn: Callable, cases: int = 8) -> None:
         ]
         where = f"case {case} (layer {d} -> {K}, batch {B}, {dtype_name(dtype)})"
         got = _run_case(fn, where, layer, a, R, None, _package("WSquare", rules.WSquare), dtype)
-        rel = tolerance(dtype) * (10 if dtype == torch.float32 else 1e3)
-        if close(got, expected, rel):
-            continue
-        mistake = first_match(got, variants, rel)
-        if mistake:
-            fail(f"{where}: your result matches a common mistake: {mistake}.")
-        if not close(got.sum(1), R.sum(1), rel):
-            fail(f"{where}: relevance is not conserved: R_in sums to {float(got[0].sum()):.4f} "
-                 f"for the first sample, but {float(R[0].sum()):.4f} came in.")
-        fail(f"{where}: your rule conserves relevance but differs from the derivation (largest "
-             f"difference {float((got - expected).abs().max()):.3g}). Which direction leads "
-             "to the nearest point of the hyperplane z_k = 0?")
+        _judge(where, got, expected, variants, R, dtype, "",
+               "differs from the derivation",
+               "Which direction leads to the nearest point of the hyperplane z_k = 0?")
     print(f"The w² rule: correct on {cases} random layers (float64 and float32), and it "
           "conserves relevance.")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets.clevr_lite import QUESTION_TYPES, RELATIONAL, ClevrLite, load_clevr_lite
+from ..engine.state import preserved
 from ..vqa import RelationNetwork, build_relation_network
 from . import register
 
@@ -31,17 +32,13 @@ CONFIG: dict = {"steps": 120000, "batch_size": 32, "lr": 2e-3, "warmup": 1000,
 def accuracy_by_type(model: RelationNetwork, data: ClevrLite,
                      batch_size: int = 256) -> dict[str, float]:
     """Test accuracy overall, on non-relational and relational questions, and per type."""
-    was_training = model.training
-    model.eval()
-    try:
+    with preserved(model):
         predictions = []
         for start in range(0, len(data), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(data)))
             image, tokens, lengths, _ = data.batch(idx)
             predictions.append(model(image, tokens, lengths).argmax(1))
         correct = (torch.cat(predictions) == data.answers).double()
-    finally:
-        model.train(was_training)
     out = {"accuracy": correct.mean().item()}
     rel = data.relational
     out["non_relational"] = correct[~rel].mean().item()

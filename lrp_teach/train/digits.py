@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..datasets.digits import add_watermark, load_digits
+from ..engine.state import preserved
 from ..models import digits_cnn, digits_mlp, digits_resnet
 from . import register
 
@@ -49,12 +50,8 @@ register("digits_cnn_watermark", "lrp_teach.train.digits:train_digits_cnn_waterm
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Share of the images in ``x`` whose predicted class equals ``y`` (model in eval mode)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with preserved(model):
         return (model(x).argmax(1) == y).double().mean().item()
-    finally:
-        model.train(was_training)
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int,
@@ -102,12 +99,8 @@ def watermark_flip_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     spec = {**WATERMARK, **(spec or {})}
     keep = y != spec["target"]
     xw = add_watermark(x[keep], spec["value"], patch=spec["patch"], corner=spec["corner"])
-    was_training = model.training
-    model.eval()
-    try:
+    with preserved(model):
         return (model(xw).argmax(1) == spec["target"]).double().mean().item()
-    finally:
-        model.train(was_training)
 
 
 def train_digits_mlp(seed: int = 0, save: bool = True) -> nn.Module:
