@@ -529,3 +529,38 @@ def test_a_tensor_tagged_in_an_earlier_run_is_a_constant_in_the_next():
     R1 = lt.explain(m, x, 0, lt.composites.Uniform(lt.rules.Epsilon(0.0)))
     R2 = lt.explain(m, x, 0, lt.composites.Uniform(lt.rules.Epsilon(0.0)))
     assert (R2 - R1).abs().max() > 1e-6  # scaled by the cached factor, not refused
+
+
+@pytest.mark.parametrize("mode", ["attnlrp", "cp"])
+def test_causal_mask_fused_kernel_equals_the_explicit_steps(mode):
+    class Causal(Classifier):
+        def forward(self, ids, pad=None):
+            mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1],
+                                                                  dtype=torch.float64)
+            return self.head(self.enc(self.emb(ids), mask=mask, src_key_padding_mask=pad,
+                                      is_causal=True).mean(1))
+
+    model = Causal(norm_first=True, activation="gelu")
+    ids, pad = _data()
+    pad = torch.zeros(pad.shape, dtype=torch.float64).masked_fill(pad, float("-inf"))
+    comp = lt.composites.AttnLRP(0.0) if mode == "attnlrp" else lt.composites.CPLRP(0.0)
+    fused = lt.attribute(model, (ids, pad), 0, comp)  # scaled_dot_product_attention
+    steps = lt.attribute(model, (ids, pad), 0, comp, check=True)  # explicit, recorded
+    with torch.no_grad():
+        torch.testing.assert_close(fused.output, model(ids, pad), rtol=0, atol=1e-12)
+    torch.testing.assert_close(fused.inputs[0], steps.inputs[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(steps.inputs[0].sum(1) + _budget(steps.report), steps.logit,
+                               rtol=0, atol=1e-10)
+    plain = Classifier(norm_first=True, activation="gelu")
+    other = lt.explain(plain, (ids, pad == float("-inf")), 0, comp)[0]
+    assert (other - fused.inputs[0]).abs().max() > 1e-4  # the causal mask is used
+
+
+def test_float32_model_runs_and_matches_its_output():
+    model = Classifier().float()
+    ids, pad = _data()
+    res = lt.attribute(model, (ids, pad), 1, lt.composites.AttnLRP())
+    with torch.no_grad():
+        torch.testing.assert_close(res.output, model(ids, pad), rtol=1e-5, atol=1e-5)
+    ref64 = lt.explain(Classifier(), (ids, pad), 1, lt.composites.AttnLRP())[0]
+    torch.testing.assert_close(res.inputs[0].double(), ref64, rtol=1e-3, atol=1e-4)
