@@ -537,12 +537,12 @@ def test_causal_mask_fused_kernel_equals_the_explicit_steps(mode):
         def forward(self, ids, pad=None):
             mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1],
                                                                   dtype=torch.float64)
+            pad = torch.zeros(pad.shape, dtype=torch.float64).masked_fill(pad, float("-inf"))
             return self.head(self.enc(self.emb(ids), mask=mask, src_key_padding_mask=pad,
                                       is_causal=True).mean(1))
 
     model = Causal(norm_first=True, activation="gelu")
     ids, pad = _data()
-    pad = torch.zeros(pad.shape, dtype=torch.float64).masked_fill(pad, float("-inf"))
     comp = lt.composites.AttnLRP(0.0) if mode == "attnlrp" else lt.composites.CPLRP(0.0)
     fused = lt.attribute(model, (ids, pad), 0, comp)  # scaled_dot_product_attention
     steps = lt.attribute(model, (ids, pad), 0, comp, check=True)  # explicit, recorded
@@ -552,7 +552,7 @@ def test_causal_mask_fused_kernel_equals_the_explicit_steps(mode):
     torch.testing.assert_close(steps.inputs[0].sum(1) + _budget(steps.report), steps.logit,
                                rtol=0, atol=1e-10)
     plain = Classifier(norm_first=True, activation="gelu")
-    other = lt.explain(plain, (ids, pad == float("-inf")), 0, comp)[0]
+    other = lt.explain(plain, (ids, pad), 0, comp)[0]
     assert (other - fused.inputs[0]).abs().max() > 1e-4  # the causal mask is used
 
 
