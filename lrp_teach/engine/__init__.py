@@ -7,6 +7,7 @@
 ``composites``            which rule goes to which layer
 ``canonize``              BatchNorm folding, found by running the model
 ``recurrent``             ``nn.LSTM`` as a modified recurrence (Arras et al. 2017)
+``transformer``           LayerNorm, RMSNorm, softmax and attention (AttnLRP, CP-LRP)
 ``state``                 the one save/restore of a model, the one target resolution
 ========================  ===========================================================
 """

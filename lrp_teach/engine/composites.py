@@ -35,6 +35,8 @@ __all__ = [
     "EpsilonGammaBox",
     "EpsilonPlus",
     "EpsilonPlusFlat",
+    "AttnLRP",
+    "CPLRP",
     "RuleMap",
     "Uniform",
 ]
@@ -372,3 +374,60 @@ class BestPractice(Composite):
         if count:
             self.rule_for(0, count, "", nn.Identity())  # sets by_index for this count
         return super().assign_layers(layers)
+
+
+class AttnLRP(Composite):
+    r"""AttnLRP for transformers :cite:`achtibat2024attnlrp`.
+
+    * every Linear layer (also the in- and out-projections of ``nn.MultiheadAttention``):
+      ``Epsilon(epsilon)``, :math:`R_j = \sum_k a_j w_{jk} R_k / (z_k + \epsilon\,
+      \mathrm{sign}\, z_k)`; ``epsilon=0`` is plain LRP-0;
+    * the softmax of the attention (and any other softmax): :math:`R_{x_i} = x_i\,(R_i -
+      s_i \sum_j R_j)`, which in Gradient x Input form is the plain softmax gradient;
+    * :math:`q k^\top` and :math:`A v`: the uniform rule, each factor receives half,
+      :math:`R_{a_{ik}} = a_{ik} \sum_j b_{kj} R_{ij} / (2 (z_{ij} + \epsilon_p\,
+      \mathrm{sign}\, z_{ij}))` with ``product_epsilon`` :math:`\epsilon_p` (default 0);
+    * LayerNorm and RMSNorm: the identity rule on the normalisation (standard deviation
+      held constant); element-wise activations (GELU, SiLU): the identity rule; ReLU and
+      residual sums: the plain gradient.
+
+    The relevance budget: biases, the ε of the Linear layers and the softmax absorb
+    relevance; ``lt.explain(..., check=True)`` lists each (:mod:`lrp_teach.engine.transformer`).
+
+    Parameters
+    ----------
+    epsilon : float
+        Stabilizer of the Linear layers (default 1e-6; 0 allowed).
+    product_epsilon : float
+        Stabilizer of the sums inside the two attention products (default 0).
+    """
+
+    attention = "attnlrp"
+
+    def __init__(self, epsilon: float = 1e-6, product_epsilon: float = 0.0, **kwargs) -> None:
+        super().__init__(by_type={nn.Linear: Epsilon(epsilon)}, **kwargs)
+        if not isinstance(product_epsilon, (int, float)) or not product_epsilon >= 0:
+            raise ValueError(f"product_epsilon must be a number >= 0, got {product_epsilon!r}")
+        self.product_epsilon = float(product_epsilon)
+
+
+class CPLRP(Composite):
+    r"""CP-LRP, conservative propagation through attention :cite:`ali2022xai`.
+
+    The attention weights :math:`A = \mathrm{softmax}(q k^\top / \sqrt{d})` are held
+    constant, so :math:`q` and :math:`k` receive no relevance and :math:`A v` is linear in
+    :math:`v`; LayerNorm and RMSNorm get the identity rule with the standard deviation held
+    constant (:cite:`ali2022xai`), every Linear layer ``Epsilon(epsilon)`` (``epsilon=0`` is
+    LRP-0).  On a model without biases and with ``epsilon=0`` the relevance is conserved,
+    :math:`\sum_i R_i = f_t(x)`.  A softmax outside attention is refused.
+
+    Parameters
+    ----------
+    epsilon : float
+        Stabilizer of the Linear layers (default 1e-6; 0 allowed).
+    """
+
+    attention = "cp"
+
+    def __init__(self, epsilon: float = 1e-6, **kwargs) -> None:
+        super().__init__(by_type={nn.Linear: Epsilon(epsilon)}, **kwargs)

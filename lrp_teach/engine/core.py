@@ -38,21 +38,29 @@ pooling (``avg_pool*``,
                                            (:cite:`arras2017wassa`)
 ``embedding`` of token ids from an input   its output becomes the point where the tokens'
                                            relevance is read
+``layer_norm``, ``rms_norm``              the identity rule, standard deviation held
+                                           constant (:mod:`lrp_teach.engine.transformer`)
+``multi_head_attention_forward`` inside    an explicit attention with the composite's
+an ``nn.MultiheadAttention``               ``attention`` rule (AttnLRP or CP-LRP); refused
+                                           by composites without one
+``softmax``                                plain gradient = the AttnLRP softmax rule, under
+                                           :class:`~lrp_teach.composites.AttnLRP` only
 ``mul`` of two tagged tensors, matrix      refused: use :mod:`lrp_teach.products`
 products of two tagged tensors
 ``linear``/``conv``/``matmul``/``einsum``  refused
 with trainable weights outside their
 module, division by a tagged tensor,
 ``batch_norm``, active ``dropout``, and
-every other operation (``softmax``,
-``exp``, ``layer_norm``, ...)
+every other operation (``exp``,
+``log_softmax``, ...)
 ========================================  =================================================
 
 A refused operation raises a ``TypeError`` that names it and the module it ran in, if and
 only if its result reaches the explained output (a user's hook that logs ``x.abs().mean()``
-does no harm).  Modules with parameters other than Linear, Conv1d, Conv2d, Embedding and
-LSTM are refused when they are called, naming their type and path, and so is an unfolded
-BatchNorm.  Nothing falls back to the plain gradient silently.
+does no harm).  Modules with parameters other than Linear, Conv1d, Conv2d, Embedding,
+LSTM, LayerNorm, RMSNorm and MultiheadAttention are refused when they are called, naming
+their type and path, and so is an unfolded BatchNorm.  Nothing falls back to the plain
+gradient silently.
 
 The relevance of an input is then input x gradient.  The model comes back exactly as it
 was (training flags, buffers, no hooks), also after an error (:mod:`lrp_teach.engine.state`).
@@ -69,7 +77,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 from torch.overrides import TorchFunctionMode
-from torch.utils.weak import WeakIdKeyDictionary
 
 from .composites import Composite, EpsilonGamma
 from .order import PARAMETRIC, named_layers, trace
@@ -93,7 +100,7 @@ __all__ = [
 
 ACTIVATIONS = (nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-_KNOWN_PARAMETRIC_LEAVES = (*PARAMETRIC, nn.Embedding, nn.LSTM)
+_KNOWN_PARAMETRIC_LEAVES = (*PARAMETRIC, nn.Embedding, nn.LSTM, nn.LayerNorm, nn.RMSNorm)
 CL_BATCH = 2  # smallest batch computed in channels-last layout (measured: no gain at 1)
 _TRAIN_DEPENDENT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, *_BATCHNORM)
 
@@ -145,33 +152,6 @@ _HINTS = {
 }
 
 
-def _flat(obj) -> list:
-    """The tensors (and other leaves) of an op's arguments or result, two levels deep: the
-    shapes torch functions take and return (a tensor, a list of tensors, a named tuple)."""
-    if isinstance(obj, Tensor):
-        return [obj]
-    out = []
-    if isinstance(obj, dict):
-        items = obj.values()
-    else:
-        items = obj if isinstance(obj, (list, tuple)) else (obj,)
-    for item in items:
-        if isinstance(item, (list, tuple)):
-            out.extend(item)
-        elif isinstance(item, dict):
-            out.extend(item.values())
-        else:
-            out.append(item)
-    return out
-
-
-def tree_flatten(obj):  # the engine's flattening, in the shape of torch's pytree function
-    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], dict) and isinstance(
-            obj[0], (tuple, list)):
-        return _flat(obj[0]) + _flat(obj[1]), None
-    return _flat(obj), None
-
-
 def _name(func) -> str:
     name = getattr(func, "__name__", repr(func))
     if name == "__get__":
@@ -204,6 +184,46 @@ def _display(func) -> str:
 #   ("bad", msg) a tensor computed by an operation without a rule; an error is raised
 #                only if it reaches the explained output
 _DEP = ("dep",)
+
+
+class _Tags:
+    """The tags of one run, kept on the tensors themselves as ``(run key, tag)``: a tensor
+    tagged by another run reads as untagged.  An attribute lookup is about a hundred times
+    faster than a weak dictionary's, which matters at a few hundred operations per call."""
+
+    __slots__ = ("key",)
+
+    def __init__(self) -> None:
+        self.key = _RunKey()
+
+    def get(self, t: Tensor, default=None):
+        entry = t.__dict__.get("_lrp_tag")
+        return default if entry is None or entry[0] is not self.key else entry[1]
+
+    def __setitem__(self, t: Tensor, tag: tuple) -> None:
+        t.__dict__["_lrp_tag"] = (self.key, tag)
+
+
+class _RunKey:
+    """Identifies one run of the engine (a picklable, copyable token)."""
+
+    __slots__ = ()
+
+
+def tree_flatten(obj) -> tuple[list, None]:
+    """The leaves of nested tuples, lists and dicts (what ``torch.utils._pytree`` gives
+    for the arguments torch passes to a mode, at a fraction of its cost)."""
+    out: list = []
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, (tuple, list)):
+            stack.extend(reversed(o))
+        elif isinstance(o, dict):
+            stack.extend(reversed(list(o.values())))
+        else:
+            out.append(o)
+    return out, None
 
 
 @dataclass
@@ -279,7 +299,7 @@ class _Engine(TorchFunctionMode):
                  at: Iterable[str] = (), order: list | None = None):
         super().__init__()
         self.model, self.composite, self.record = model, composite, record
-        self.tags = WeakIdKeyDictionary()
+        self.tags = _Tags()
         self.paths: dict[int, str] = {}
         self.names: list[str] = []
         for name, m in model.named_modules():
@@ -291,6 +311,10 @@ class _Engine(TorchFunctionMode):
                 self.owner.setdefault(id(m.weight), m)
             elif isinstance(m, nn.LSTM):
                 for p in m._flat_weights:
+                    if p is not None:
+                        self.owner.setdefault(id(p), m)
+            elif isinstance(m, nn.MultiheadAttention):
+                for p in (m.in_proj_weight, m.q_proj_weight):
                     if p is not None:
                         self.owner.setdefault(id(p), m)
         self.stack: list[nn.Module] = []
@@ -675,6 +699,15 @@ def _lstm(engine: _Engine, func, args, kwargs):
     return result
 
 
+def _transformer(engine: _Engine, func, args, kwargs):
+    from . import transformer
+
+    handler = {"layer_norm": transformer.layer_norm_call, "rms_norm": transformer.rms_norm_call,
+               "softmax": transformer.softmax_call,
+               "multi_head_attention_forward": transformer.mha_call}[_name(func)]
+    return handler(engine, func, args, kwargs)
+
+
 _HANDLERS = {name: _parametric for name in ("linear", "conv1d", "conv2d")}
 _HANDLERS.update({name: _sums for name in _SUMS})
 _HANDLERS.update({name: _scale for name in (*_SCALE, "rmul", "rdiv")})
@@ -682,6 +715,8 @@ _HANDLERS.update({name: _activation for name in _ACTIVATION_OPS})
 _HANDLERS.update({"relu": _relu, "relu_": _relu})
 _HANDLERS.update({"clamp": _clamp, "clamp_min": _clamp, "embedding": _embedding,
                   "lstm": _lstm})
+_HANDLERS.update({name: _transformer for name in (
+    "layer_norm", "rms_norm", "softmax", "multi_head_attention_forward")})
 
 
 def _check_layer_input(path: str, layer: nn.Module, a: Tensor) -> None:
@@ -908,8 +943,11 @@ def explain(
     ----------
     model : nn.Module
         Any module built from Linear, Conv1d, Conv2d, ReLU, pooling, Flatten, Dropout,
-        Identity, the element-wise activations (identity rule), nn.Embedding (token inputs)
-        and nn.LSTM, wired by any forward that combines tensors linearly (add, subtract,
+        Identity, the element-wise activations (identity rule), nn.Embedding (token inputs),
+        nn.LSTM, nn.LayerNorm and nn.RMSNorm, and (with ``lt.composites.AttnLRP`` or
+        ``lt.composites.CPLRP``) nn.MultiheadAttention, nn.TransformerEncoderLayer and
+        nn.TransformerEncoder (:mod:`lrp_teach.engine.transformer`), wired by any forward
+        that combines tensors linearly (add, subtract,
         ``cat``, ``stack``, reshapes, indexing, ``sum``, ``mean``, scaling by constants).
         BatchNorm must be folded first with :func:`lrp_teach.canonize`.  Products of two
         input-dependent tensors go through :mod:`lrp_teach.products`.  The model comes

@@ -30,8 +30,12 @@ class _Order(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if getattr(func, "__name__", "") in ("linear", "conv1d", "conv2d"):
-            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        name = getattr(func, "__name__", "")
+        if name in ("linear", "conv1d", "conv2d", "multi_head_attention_forward"):
+            if name == "multi_head_attention_forward":  # its out_proj is a Linear
+                weight = args[11] if len(args) > 11 else kwargs.get("out_proj_weight")
+            else:
+                weight = args[1] if len(args) > 1 else kwargs.get("weight")
             m = self.owner.get(id(weight))
             if m is not None and id(m) not in self.seen:
                 self.seen.add(id(m))
