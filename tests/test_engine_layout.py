@@ -63,3 +63,22 @@ def test_a_composite_can_give_an_activation_module_its_own_rule():
         pre = model[0](x)
         expected = default.at["1"] * pre * (1 - torch.tanh(pre) ** 2) / torch.tanh(pre)
     torch.testing.assert_close(a, expected, atol=1e-12, rtol=1e-9)
+
+
+def test_no_engine_mark_stays_on_the_callers_tensors_or_the_model():
+    class Counter(nn.Module):  # writes an input-dependent value into a buffer
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(5, 3), nn.Linear(3, 2)
+            self.register_buffer("last", torch.zeros(3))
+
+        def forward(self, ids):
+            e = self.emb(ids).mean(1)
+            self.last.copy_(e[0].detach())
+            return self.fc(e)
+
+    model, ids = Counter(), torch.tensor([[1, 2], [3, 4]])
+    lt.explain(model, ids, 0)
+    assert "_lrp_tag" not in ids.__dict__
+    assert all("_lrp_tag" not in t.__dict__ for t in (*model.parameters(), *model.buffers()))
+    assert torch.equal(model.last, torch.zeros(3))  # the buffer came back as it was

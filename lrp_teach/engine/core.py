@@ -848,34 +848,39 @@ def attribute(
     for i, x in enumerate(prepared):
         if isinstance(x, Tensor):
             engine.tags[x] = ("raw", i) if x.is_floating_point() else ("idx", i)
-    with preserved(model):
-        out = _forward(engine, model, prepared)
-        if not isinstance(out, Tensor):
-            raise TypeError(f"the model returned {type(out).__name__}; explain needs a "
-                            "tensor of logits of shape (batch, classes)")
-        tag = engine.tag(out)
-        if tag is not None and tag[0] == "bad":
-            raise TypeError(f"lrp_teach.explain: {tag[1]}")
-        engine.composite.check_used(engine.executed)
-        unknown = sorted(set(engine.composite.by_name) - set(engine.names))
-        if unknown:
-            raise ValueError(f"the composite's by_name refers to modules the model does not "
-                             f"have: {unknown}")
-        t = resolve_target(out, target)
-        g_out = torch.zeros_like(out).scatter_(1, t[:, None], 1.0)
-        logit = out.detach().gather(1, t[:, None])[:, 0]
-        leaves = [x for x in prepared if isinstance(x, Tensor) and x.requires_grad]
-        tokens = [leaf for _, leaf, _, _ in engine.tokens]
-        points = [p for ps in engine.points.values() for p in ps]
-        nodes = [v for c in engine.calls for v in (*c.inputs, *c.outputs)] if check else []
-        wanted = leaves + tokens + points + nodes
-        if out.requires_grad and wanted and tag is not None:
-            with torch.enable_grad():
-                grads = torch.autograd.grad(out, wanted, g_out, allow_unused=True)
-        else:
-            grads = [None] * len(wanted)
-        grads = [torch.zeros_like(v) if g is None else g for v, g in zip(
-            wanted, grads, strict=True)]
+    try:
+        with preserved(model):
+            out = _forward(engine, model, prepared)
+            if not isinstance(out, Tensor):
+                raise TypeError(f"the model returned {type(out).__name__}; explain needs a "
+                                "tensor of logits of shape (batch, classes)")
+            tag = engine.tag(out)
+            if tag is not None and tag[0] == "bad":
+                raise TypeError(f"lrp_teach.explain: {tag[1]}")
+            engine.composite.check_used(engine.executed)
+            unknown = sorted(set(engine.composite.by_name) - set(engine.names))
+            if unknown:
+                raise ValueError(f"the composite's by_name refers to modules the model does not "
+                                 f"have: {unknown}")
+            t = resolve_target(out, target)
+            g_out = torch.zeros_like(out).scatter_(1, t[:, None], 1.0)
+            logit = out.detach().gather(1, t[:, None])[:, 0]
+            leaves = [x for x in prepared if isinstance(x, Tensor) and x.requires_grad]
+            tokens = [leaf for _, leaf, _, _ in engine.tokens]
+            points = [p for ps in engine.points.values() for p in ps]
+            nodes = [v for c in engine.calls for v in (*c.inputs, *c.outputs)] if check else []
+            wanted = leaves + tokens + points + nodes
+            if out.requires_grad and wanted and tag is not None:
+                with torch.enable_grad():
+                    grads = torch.autograd.grad(out, wanted, g_out, allow_unused=True)
+            else:
+                grads = [None] * len(wanted)
+            grads = [torch.zeros_like(v) if g is None else g for v, g in zip(
+                wanted, grads, strict=True)]
+    finally:  # the tags are the engine's own: none stays on the caller's tensors
+        for x in prepared:
+            if isinstance(x, Tensor):
+                x.__dict__.pop("_lrp_tag", None)
     found = dict(zip(map(id, wanted), grads, strict=True))
     relevance = []
     for i, x in enumerate(prepared):

@@ -36,6 +36,8 @@ def preserved(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, flag in flags:
             module.training = flag
+        for t in (*model.parameters(), *model.buffers()):
+            t.__dict__.pop("_lrp_tag", None)  # the engine's marks, if a forward wrote one
         with torch.no_grad():
             for b, saved in buffers:
                 if b.shape != saved.shape or not torch.equal(b, saved):
