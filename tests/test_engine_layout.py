@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from architectures import inputs_for, make_resnet
 from torch import nn
@@ -82,3 +83,37 @@ def test_no_engine_mark_stays_on_the_callers_tensors_or_the_model():
     assert "_lrp_tag" not in ids.__dict__
     assert all("_lrp_tag" not in t.__dict__ for t in (*model.parameters(), *model.buffers()))
     assert torch.equal(model.last, torch.zeros(3))  # the buffer came back as it was
+
+
+def test_a_forward_under_no_grad_is_not_explained_silently():
+    class Frozen(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            with torch.no_grad():  # a frozen feature extractor
+                h = torch.relu(self.backbone(x))
+            return self.head(h)
+
+    with pytest.warns(UserWarning, match="no_grad"):
+        R = lt.explain(Frozen(), torch.rand(3, 4), 0)
+    assert torch.equal(R, torch.zeros(3, 4))
+
+    class Centred(nn.Module):  # statistics under no_grad are constants, as after .detach()
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            with torch.no_grad():
+                m = x.mean(1, keepdim=True)
+            return self.fc(x - m)
+
+    model, x = Centred().double(), torch.rand(3, 4, dtype=torch.float64)
+    comp = lt.composites.Uniform(lt.rules.Epsilon(0.0))
+    R = lt.explain(model, x, 0, comp)
+    xg = x.clone().requires_grad_(True)  # LRP-0 of one layer = Gradient x Input, m constant
+    out = model.fc(xg - x.mean(1, keepdim=True))
+    (g,) = torch.autograd.grad(out[:, 0].sum(), xg)
+    torch.testing.assert_close(R, x * g)

@@ -443,7 +443,8 @@ class _Engine(TorchFunctionMode):
         kwargs = kwargs or {}
         flat, _ = tree_flatten((args, kwargs))
         tags = [tg for tg in (self.tag(t) for t in flat) if tg is not None]
-        if not tags:
+        if not tags or not torch.is_grad_enabled():
+            # under the user's own torch.no_grad() a result is a constant, as after .detach()
             return func(*args, **kwargs)
         name = _name(func)
         bad = next((tg for tg in tags if tg[0] == "bad"), None)
@@ -870,6 +871,11 @@ def attribute(
             points = [p for ps in engine.points.values() for p in ps]
             nodes = [v for c in engine.calls for v in (*c.inputs, *c.outputs)] if check else []
             wanted = leaves + tokens + points + nodes
+            if tag is None:
+                warnings.warn(
+                    "the explained output does not depend on the inputs through any "
+                    "differentiable operation (is the forward computed under torch.no_grad() "
+                    "or from .detach()ed inputs?); every relevance is 0", stacklevel=3)
             if out.requires_grad and wanted and tag is not None:
                 with torch.enable_grad():
                     grads = torch.autograd.grad(out, wanted, g_out, allow_unused=True)
