@@ -1,6 +1,8 @@
-# lrp-teach: two commands.
+# lrp-teach: two commands, and a third for learners.
 #   make book   build the HTML book into _build/html (sets up .venv on first use)
 #   make test   lint, unit tests, every notebook, the book build and the rendered-page check
+#   make lab    open the chapters (book/) and the student copies (labs/) in JupyterLab
+#   make labs   write the student copies into labs/ (existing copies are kept) and test them
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: book test lint unit notebooks labs rendered venv clean
+.PHONY: book test lint unit notebooks labs student-copies lab rendered venv clean
 
 venv: $(STAMP)
 
@@ -33,8 +35,15 @@ unit: venv
 notebooks: venv
 	$(BIN)/pytest -q --nbval-lax --nbval-current-env book/
 
-labs: venv
+student-copies: venv
+	$(BIN)/python -m lrp_teach.labs student book/0*.ipynb -o labs --keep-existing
+
+labs: student-copies
 	$(BIN)/pytest -q -m student tests
+
+lab: venv
+	@echo "JupyterLab: the chapters are in book/, the student copies in labs/ (make labs)."
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)"
 
 rendered: venv
 	LRP_TEACH_REQUIRE_BOOK=1 $(BIN)/pytest -q -m rendered tests

@@ -1,12 +1,14 @@
-"""Speed and memory of ``lrp_teach.explain`` against a plain input gradient, captum and zennit.
+"""Speed and memory of ``lrp_teach.explain`` against an input gradient, captum and zennit.
 
-A VGG-style CNN with random weights (64x64 RGB inputs, 10 classes), CPU, one thread,
-batch sizes 1 and 8.  Methods:
+Two CNNs with random weights (64x64 RGB inputs, 10 classes), CPU, one thread, batch sizes
+1 and 8: a VGG-style ``nn.Sequential`` and a small ResNet with a functional forward
+(BasicBlocks, ``out + identity``, ``torch.flatten``; BatchNorm folded by ``lt.canonize``).
+Methods:
 
-* ``gradient``: the plain input gradient (one forward, one backward; only the input's
-  gradient is requested);
-* ``gradient_cl``: the same on channels-last tensors (the layout ``explain`` uses inside
-  for float32 CPU convolutions on batches of 2 or more), to show what the layout gains;
+* ``gradient``: the reference, an input-only gradient (weights frozen,
+  ``torch.autograd.grad`` with respect to x): one forward, one backward;
+* ``eps``, ``gamma``: ``lt.explain`` with ``Epsilon(1e-6)`` / ``Gamma(0.25)`` on every layer
+  (floors 1.0x and about 1.5x: γ needs a third convolution per layer, conv(a, W+));
 * ``lrp_teach``: ``lt.explain`` with ``EpsilonGammaBox(-1, 1)``;
 * ``captum``: ``captum.attr.LRP`` with ``GammaRule`` on convolutions and ``EpsilonRule`` on
   dense layers (captum has no z^B rule; its first layer gets gamma);
@@ -38,7 +40,8 @@ from torch import nn  # noqa: E402
 
 import lrp_teach as lt  # noqa: E402
 
-METHODS = ("gradient", "gradient_cl", "lrp_teach", "captum", "zennit")
+METHODS = ("gradient", "eps", "gamma", "lrp_teach", "captum", "zennit")
+MODELS = ("vgg", "resnet")
 LOW, HIGH = -1.0, 1.0
 
 
@@ -104,25 +107,84 @@ def vgg_like(seed: int = 0) -> tuple[nn.Sequential, nn.Module]:
     return model, CaptumNet().eval()
 
 
+class Block(nn.Module):
+    """A BasicBlock: conv-BN-ReLU-conv-BN, plus the (downsampled) input, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+class ResNet(nn.Module):
+    """Stem, four stages of two BasicBlocks (32-64-128-128 channels), pool, fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32),
+                                  nn.ReLU())
+        blocks, cin = [], 32
+        for cout, stride in ((32, 1), (64, 2), (128, 2), (128, 2)):
+            blocks += [Block(cin, cout, stride), Block(cout, cout, 1)]
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+def resnet(seed: int = 0) -> nn.Module:
+    """The benchmark ResNet, with random BatchNorm statistics, canonized."""
+    torch.manual_seed(seed)
+    model = ResNet()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    return lt.canonize(model, inputs(2))
+
+
+def build(which: str):
+    if which == "vgg":
+        return vgg_like()
+    model = resnet()
+    return model, model
+
+
 def make_method(name: str, model: nn.Module, wrapper: nn.Module):
     """A function x -> relevance (or gradient) for ``target = 0``; None if unavailable."""
-    if name == "gradient":
+    if name == "gradient":  # input-only: a frozen copy, so no weight gradient is built
+        frozen = copy.deepcopy(model).requires_grad_(False)
+
         def run(x):
             x = x.detach().requires_grad_(True)
-            return torch.autograd.grad(model(x)[:, 0].sum(), x)[0]
+            return torch.autograd.grad(frozen(x)[:, 0].sum(), x)[0]
         return run
-    if name == "gradient_cl":  # the same, on channels-last tensors as lrp_teach uses inside
-        cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-
-        def run_cl(x):
-            x = x.detach().requires_grad_(True)
-            out = cl_model(x.contiguous(memory_format=torch.channels_last))
-            return torch.autograd.grad(out[:, 0].sum(), x)[0]
-        return run_cl
-    if name == "lrp_teach":
-        comp = lt.composites.EpsilonGammaBox(LOW, HIGH)
+    composites = {
+        "eps": lt.composites.Uniform(lt.rules.Epsilon(1e-6)),
+        "gamma": lt.composites.Uniform(lt.rules.Gamma(0.25)),
+        "lrp_teach": lt.composites.EpsilonGammaBox(LOW, HIGH),
+    }
+    if name in composites:
+        comp = composites[name]
         return lambda x: lt.explain(model, x, 0, comp)
     if name == "captum":
+        if wrapper is model and not isinstance(model, nn.Sequential):
+            return None  # captum's LRP has no rule for the functional residual sum
         try:
             from captum.attr import LRP
             from captum.attr._utils.lrp_rules import EpsilonRule, GammaRule
@@ -137,8 +199,8 @@ def make_method(name: str, model: nn.Module, wrapper: nn.Module):
         return lambda x: lrp.attribute(x.clone().requires_grad_(True), target=0)
     if name == "zennit":
         zennit = import_zennit()
-        if zennit is None:
-            return None
+        if zennit is None or not isinstance(model, nn.Sequential):
+            return None  # zennit's hooks cannot see the functional residual sum
         comp = zennit.composites.EpsilonGammaBox(low=LOW, high=HIGH)
         # zennit registers hooks on the model: give it its own copy
         attributor = zennit.attribution.Gradient(model=copy.deepcopy(model), composite=comp)
@@ -166,7 +228,7 @@ def _status_mb(key: str) -> float:
     raise RuntimeError(f"{key} not in /proc/self/status")
 
 
-def memory_child(name: str, batch: int) -> None:
+def memory_child(which: str, name: str, batch: int) -> None:
     """Print the peak RSS growth (MB) of one call of ``name`` (run in a fresh process).
 
     A first call warms up the libraries; then the kernel's peak-RSS counter is reset
@@ -175,7 +237,7 @@ def memory_child(name: str, batch: int) -> None:
     freed tensors return to the system and the RSS follows the live memory.
     """
     torch.set_num_threads(1)
-    model, wrapper = vgg_like()
+    model, wrapper = build(which)
     fn = make_method(name, model, wrapper)
     if fn is None:
         print("nan")
@@ -189,39 +251,27 @@ def memory_child(name: str, batch: int) -> None:
     print(f"{_status_mb('VmHWM') - before:.1f}")
 
 
-def measure_memory(name: str, batch: int) -> float:
+def measure_memory(which: str, name: str, batch: int) -> float:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
-    out = subprocess.run([sys.executable, __file__, "--memory-child", name, str(batch)],
+    out = subprocess.run([sys.executable, __file__, "--memory-child", which, name, str(batch)],
                          capture_output=True, text=True, check=True, env=env)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="3 repeats, no memory")
-    parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.memory_child:
-        memory_child(args.memory_child[0], int(args.memory_child[1]))
-        return
-    torch.set_num_threads(1)
-    repeats = 3 if args.quick else args.repeats
-    model, wrapper = vgg_like()
+def run_model(which: str, repeats: int, quick: bool) -> None:
+    model, wrapper = build(which)
     fns = {name: make_method(name, model, wrapper) for name in METHODS}
     available = [n for n in METHODS if fns[n] is not None]
-    print(f"torch {torch.__version__}, 1 thread, VGG-style CNN on 3x64x64, {repeats} repeats")
+    print(f"\n== {which}: torch {torch.__version__}, 1 thread, 3x64x64, {repeats} repeats")
     missing = [n for n in METHODS if fns[n] is None]
     if missing:
-        print(f"not installed, skipped: {', '.join(missing)}")
-
+        print(f"not available for this model: {', '.join(missing)}")
     x1 = inputs(1)
     R_ours = fns["lrp_teach"](x1)
     if fns["zennit"] is not None:
         R_z = fns["zennit"](x1)
         rel = float((R_ours - R_z).abs().max() / R_z.abs().max())
         print(f"lrp_teach vs zennit EpsilonGammaBox: largest difference {rel:.1e} of max |R|")
-
     rows = []
     for batch in (1, 8):
         x = inputs(batch)
@@ -234,9 +284,8 @@ def main() -> None:
                 fns[n](x)
                 times[n].append(time.perf_counter() - t0)
         med = {n: statistics.median(v) for n, v in times.items()}
-        mem = {} if args.quick else {n: measure_memory(n, batch) for n in available}
+        mem = {} if quick else {n: measure_memory(which, n, batch) for n in available}
         rows.append((batch, med, mem))
-
     head = f"{'batch':>5}  {'method':<10} {'median ms':>10} {'x gradient':>11} {'peak MB':>8}"
     head += f" {'x gradient':>11}"
     print(head)
@@ -247,18 +296,35 @@ def main() -> None:
             mg = mem.get("gradient", float("nan"))
             print(f"{batch:>5}  {n:<10} {1e3 * med[n]:>10.1f} {med[n] / med['gradient']:>11.2f}"
                   f" {m:>8.1f} {m / mg if mg else float('nan'):>11.2f}")
-    print()
     for batch, med, mem in rows:
-        parts = [f"LRP/gradient time {med['lrp_teach'] / med['gradient']:.2f} (target <= 1.5)",
-                 f"LRP/channels-last gradient {med['lrp_teach'] / med['gradient_cl']:.2f}"]
+        g = med["gradient"]
+        parts = [f"eps {med['eps'] / g:.2f} (target <= 1.05)",
+                 f"gamma {med['gamma'] / g:.2f} (<= 1.58)",
+                 f"EpsilonGammaBox {med['lrp_teach'] / g:.2f} (<= 1.5)"]
         if "zennit" in med:
-            parts.append(f"zennit/LRP {med['zennit'] / med['lrp_teach']:.2f} (target >= 2)")
+            parts.append(f"zennit/LRP {med['zennit'] / med['lrp_teach']:.2f} (>= 4)")
         if "captum" in med:
-            parts.append(f"captum/LRP {med['captum'] / med['lrp_teach']:.2f} (target >= 1)")
+            parts.append(f"captum/LRP {med['captum'] / med['lrp_teach']:.2f} (>= 1)")
         if mem:
-            parts.append(f"LRP/gradient memory {mem['lrp_teach'] / mem['gradient']:.2f} "
-                         "(target <= 1.5)")
-        print(f"batch {batch}: " + "; ".join(parts))
+            parts.append(f"memory {mem['lrp_teach'] / mem['gradient']:.2f} (<= 1.5)")
+        print(f"{which} batch {batch}: " + "; ".join(parts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="3 repeats, no memory")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        which, name, batch = args.memory_child
+        memory_child(which, name, int(batch))
+        return
+    torch.set_num_threads(1)
+    repeats = 3 if args.quick else args.repeats
+    for which in args.models:
+        run_model(which, repeats, args.quick)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "baselines",
+    "engine",
+    "products",
     "canonize",
     "composites",
     "core",
@@ -39,6 +41,8 @@ _SUBMODULES = {
 # name -> module that defines it
 _ATTRIBUTES = {
     "explain": "core",
+    "attribute": "core",
+    "Attribution": "core",
     "conservation_report": "core",
     "ConservationReport": "core",
     "seed_everything": "utils",

@@ -1,10 +1,15 @@
 """Attribution baselines with the same call signature as :func:`lrp_teach.explain`.
 
-Every function is ``fn(model, x, target=None, **options) -> Tensor`` of ``x``'s shape,
-batched over the first dimension, and leaves the model exactly as it was (parameters,
-buffers, training flag, no hooks left), also when it raises. The explained quantity is the
-target logit :math:`f_c(x)` (no softmax), as in LRP; ``target=None`` explains the predicted
-class, an ``int`` one class for every input, a ``LongTensor[B]`` one class per input.
+Every function is ``fn(model, inputs, target=None, **options) -> Tensor``, batched over the
+first dimension, and leaves the model exactly as it was (parameters, buffers, training flag,
+no hooks left), also when it raises.  ``inputs`` is what ``model(*inputs)`` takes: a tensor,
+or a tuple whose first entry is explained while the others are held fixed (an image with its
+question, token ids with their lengths).  Integer token ids read by an ``nn.Embedding`` are
+explained in the embedding space: the result has shape ``(B, T, E)``, like the relevance of
+the embedded words (sum over the last dimension for one number per token).  The explained
+quantity is the target logit :math:`f_c(x)` (no softmax), as in LRP; ``target=None``
+explains the predicted class, an ``int`` one class for every input, a ``LongTensor[B]`` one
+class per input.
 
 The model runs in eval mode while it is explained (BatchNorm uses its running statistics,
 Dropout is off); its training flag is restored afterwards.
@@ -13,13 +18,19 @@ Dropout is off); its training flag is restored afterwards.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .engine.state import preserved
+from .engine.state import resolve_target as _resolve
 
 __all__ = [
+    "EmbeddedModel",
+    "HeldInputs",
+    "explained",
     "gradient",
     "gradient_x_input",
     "guided_backprop",
@@ -35,42 +46,115 @@ Target = int | torch.Tensor | None
 def resolve_target(model: nn.Module, x: torch.Tensor, target: Target) -> torch.Tensor:
     """Return the class index of each input as a ``LongTensor[B]``.
 
-    ``None`` means the predicted class (the arg max of ``model(x)``). Raises ``ValueError``
-    when a class is out of range or the number of targets does not match the batch.
+    ``None`` means the predicted class (the arg max of ``model(x)``); the rules are those of
+    :func:`lrp_teach.engine.state.resolve_target`, which LRP uses too.
     """
+    if target is not None and not isinstance(target, torch.Tensor) and (
+            isinstance(target, bool) or not isinstance(target, int)):
+        raise TypeError(f"target must be None, an int or a LongTensor, got {type(target)}")
     with torch.no_grad(), _eval(model):
         logits = model(x)
-    if logits.dim() != 2:
-        raise ValueError(
-            f"the model must return logits of shape (batch, classes); got {tuple(logits.shape)}"
-        )
-    n, n_classes = logits.shape
-    if target is None:
-        return logits.argmax(1)
-    if isinstance(target, bool) or not isinstance(target, int | torch.Tensor):
-        raise TypeError(
-            f"target must be None, an int or a LongTensor of shape ({n},); got {type(target)}"
-        )
-    t = torch.as_tensor(target, dtype=torch.long).flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"got {t.numel()} targets for a batch of {n} inputs")
-    if (t < 0).any() or (t >= n_classes).any():
-        raise ValueError(f"target classes must lie in 0..{n_classes - 1}; got {t.tolist()}")
-    return t.clone()
+    return _resolve(logits, target)
 
 
-@contextmanager
-def _eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode and restore every module's training flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
+_eval = preserved  # the package's one save/restore of a model's state
+
+
+class HeldInputs(nn.Module):
+    """``model(*inputs)`` as a function of ``inputs[index]``, the other inputs held fixed.
+
+    ``forward(x)`` puts ``x`` in place of input ``index``; when ``x`` stacks ``k`` copies of
+    the batch (as Integrated Gradients and SmoothGrad do), the other tensor inputs are
+    repeated ``k`` times along the batch dimension.
+    """
+
+    def __init__(self, model: nn.Module, inputs: tuple, index: int = 0,
+                 batch: int | None = None) -> None:
+        super().__init__()
+        self.model, self.inputs, self.index = model, tuple(inputs), index
+        self.batch = len(inputs[index]) if batch is None else batch
+
+    def arguments(self, x: torch.Tensor) -> list:
+        if len(x) % self.batch:
+            raise ValueError(f"{type(self).__name__} holds a batch of {self.batch}; the "
+                             f"explained input's batch ({len(x)}) must be a multiple of it")
+        k = len(x) // self.batch
+        args = [v.repeat(k, *([1] * (v.dim() - 1))) if isinstance(v, torch.Tensor) and k > 1
+                else v for v in self.inputs]
+        args[self.index] = x
+        return args
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(*self.arguments(x))
+
+
+class _EmbeddingTap(TorchFunctionMode):
+    """Replaces the output of the ``nn.Embedding`` call that reads ``ids`` by ``value``."""
+
+    def __init__(self, ids: torch.Tensor, value: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.ids, self.value, self.seen = ids, value, None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if getattr(func, "__name__", "") == "embedding" and args and args[0] is self.ids:
+            if self.seen is not None:
+                raise ValueError("two embeddings read the token input; explain it with "
+                                 "lt.explain, which reads every embedding")
+            self.seen = out
+            if self.value is not None:
+                return self.value
+        return out
+
+
+class EmbeddedModel(HeldInputs):
+    """``model(*inputs)`` as a function of the embedding of the token ids ``inputs[index]``.
+
+    :meth:`embed` returns the embedded ids ``(B, T, E)``; ``forward(e)`` runs the model with
+    the ``nn.Embedding`` output replaced by ``e`` (stacked copies allowed, as for
+    :class:`HeldInputs`).  The baselines explain token inputs through this model.
+    """
+
+    def embed(self) -> torch.Tensor:
+        ids = self.inputs[self.index]
+        tap = _EmbeddingTap(ids)
+        with torch.no_grad(), tap:
+            self.model(*self.inputs)
+        if tap.seen is None:
+            raise ValueError(
+                f"input {self.index} holds integer ids, but no nn.Embedding reads it: the "
+                "baselines explain integer inputs through the embedding that reads them")
+        return tap.seen.detach()
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        args = self.arguments(e)
+        ids = args[self.index] = self.inputs[self.index].repeat(len(e) // self.batch, 1)
+        with _EmbeddingTap(ids, e):
+            return self.model(*args)
+
+
+def explained(model: nn.Module, inputs) -> tuple[nn.Module, torch.Tensor]:
+    """The function and the float tensor a baseline explains for ``model(*inputs)``.
+
+    A float tensor is explained as it is; for a tuple, its first entry, with the others held
+    (:class:`HeldInputs`); integer token ids, in the embedding space (:class:`EmbeddedModel`).
+    """
+    items = inputs if isinstance(inputs, tuple) else (inputs,)
+    if not items or not isinstance(items[0], torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor (or a tuple of model inputs whose first "
+                        f"entry is one), got {type(items[0] if items else inputs).__name__}")
+    x = items[0]
+    if not x.is_floating_point() and x.dtype != torch.bool:
+        if not any(isinstance(m, nn.Embedding) for m in model.modules()):
+            raise TypeError(f"x must hold floating-point values, got {x.dtype} (integer "
+                            "inputs are explained as token ids through an nn.Embedding, and "
+                            "this model has none)")
+        wrapped = EmbeddedModel(model, items, 0)
+        with _eval(model):
+            return wrapped, wrapped.embed()
+    if len(items) == 1:
+        return model, x
+    return HeldInputs(model, items, 0), x
 
 
 def _check_input(x: torch.Tensor) -> None:
@@ -129,6 +213,7 @@ def gradient(model: nn.Module, x: torch.Tensor, target: Target = None, *,
     torch.Tensor
         Same shape as ``x``.
     """
+    model, x = explained(model, x)
     _check_input(x)
     t = resolve_target(model, x, target)
     with _eval(model):
@@ -144,6 +229,7 @@ def gradient_x_input(model: nn.Module, x: torch.Tensor, target: Target = None) -
     For a ReLU network without biases this equals LRP-0 and sums to :math:`f_c(x)`
     :cite:`montavon2019overview`.
     """
+    model, x = explained(model, x)
     _check_input(x)
     t = resolve_target(model, x, target)
     with _eval(model):
@@ -182,6 +268,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target = Non
     batch_size : int
         How many path points are evaluated in one forward pass.
     """
+    model, x = explained(model, x)
     _check_input(x)
     if steps < 2:
         raise ValueError(f"steps must be at least 2 (the two end points), got {steps}")
@@ -195,7 +282,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target = Non
     path = x0.unsqueeze(0) + alphas.view(-1, 1, *shape) * (x - x0).unsqueeze(0)  # (S, B, ...)
     path = path.reshape(steps * n, *x.shape[1:])
     targets = t.repeat(steps)
-    grads = _stacked_gradients(model, path, targets, batch_size)
+    grads = _stacked_gradients(model, path, targets, max(n, batch_size // n * n))
     avg = (grads.view(steps, n, *x.shape[1:]) * weights.view(-1, 1, *shape)).sum(0)
     return (x.detach() - x0) * avg
 
@@ -223,6 +310,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target = None, *,
     times_input : bool
         Multiply the averaged gradient by ``x`` (SmoothGrad x Input).
     """
+    model, x = explained(model, x)
     _check_input(x)
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
@@ -237,7 +325,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target = None, *,
     noisy = x.detach().unsqueeze(0) + eps * sigma.view(1, n, *(1,) * (x.dim() - 1))
     noisy = noisy.reshape(samples * n, *x.shape[1:])
     targets = t.repeat(samples)
-    grads = _stacked_gradients(model, noisy, targets, batch_size)
+    grads = _stacked_gradients(model, noisy, targets, max(n, batch_size // n * n))
     avg = grads.view(samples, *x.shape).mean(0)
     return x.detach() * avg if times_input else avg
 
@@ -251,7 +339,7 @@ def _window_starts(size: int, window: int, stride: int) -> list[int]:
 @torch.no_grad()
 def occlusion(model: nn.Module, x: torch.Tensor, target: Target = None, *,
               patch: int = 2, stride: int | None = None, value: float = 0.0,
-              batch_size: int = 1024) -> torch.Tensor:
+              features: list[int] | None = None, batch_size: int = 1024) -> torch.Tensor:
     """Occlusion :cite:`zeiler2014`: the drop of the target logit when a patch is masked.
 
     For each window :math:`W` (a ``patch`` x ``patch`` square over all channels of an image,
@@ -271,19 +359,30 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target = None, *,
         Step between windows (default: ``patch``, non-overlapping windows).
     value : float
         What the occluded inputs are set to (the "grey" or background value).
+    features : list of int, optional
+        For sequences ``(B, T, E)`` (windows of ``patch`` steps): occlude only these
+        features of each step (default: all); the others get no relevance.
     """
+    model, x = explained(model, x)
     _check_input(x)
     stride = patch if stride is None else stride
     if patch < 1 or stride < 1:
         raise ValueError(f"patch and stride must be positive, got patch={patch}, stride={stride}")
-    if x.dim() not in (2, 4):
-        raise ValueError(
-            f"occlusion supports vectors (B, D) and images (B, C, H, W); got {tuple(x.shape)}"
-        )
+    if x.dim() not in (2, 3, 4):
+        raise ValueError(f"occlusion supports vectors (B, D), sequences (B, T, E) and images "
+                         f"(B, C, H, W); got {tuple(x.shape)}")
     t = resolve_target(model, x, target)
     spatial = x.shape[2:] if x.dim() == 4 else x.shape[1:]
     masks = []
-    if x.dim() == 4:
+    if x.dim() == 3:
+        feats = list(range(x.shape[2])) if features is None else list(features)
+        if any(not 0 <= k < x.shape[2] for k in feats):
+            raise ValueError(f"features must lie in [0, {x.shape[2]}), got {features}")
+        for s in _window_starts(spatial[0], patch, stride):
+            m = torch.zeros(spatial, dtype=torch.bool, device=x.device)
+            m[s:s + patch, feats] = True
+            masks.append(m)
+    elif x.dim() == 4:
         for r in _window_starts(spatial[0], patch, stride):
             for c in _window_starts(spatial[1], patch, stride):
                 m = torch.zeros(spatial, dtype=torch.bool, device=x.device)
@@ -309,7 +408,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Target = None, *,
             drops[start:start + len(mk)] = f0 - out.gather(2, t.view(1, -1, 1).expand(
                 len(mk), n, 1)).squeeze(2)
     weights = masks_t.to(x.dtype)  # (M, *spatial)
-    counts = weights.sum(0)
+    counts = weights.sum(0).clamp(min=1)  # never-occluded features (sequences) get 0
     attribution = torch.einsum("mb,m...->b...", drops, weights) / counts
     if x.dim() == 4:
         attribution = attribution.unsqueeze(1).expand_as(x)
@@ -346,6 +445,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) ->
         When the model has no ``nn.ReLU`` module (a ReLU called as a function cannot be
         guided, and the result would silently be the plain gradient).
     """
+    model, x = explained(model, x)
     _check_input(x)
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     if not relus:

@@ -24,6 +24,7 @@ __all__ = [
     "aopc",
     "bootstrap_interval",
     "cascading_randomization",
+    "deletion_curve",
     "mean_se",
     "model_randomization",
     "paired_difference",
@@ -623,3 +624,56 @@ def ranking_stability(scores: dict[str, torch.Tensor], *, samples: int = 2000,
     first = (means if higher_is_better else -means).argmax(1)
     counts = torch.bincount(first, minlength=len(names)).double() / samples
     return dict(zip(names, counts.tolist(), strict=True))
+@torch.no_grad()
+def deletion_curve(model: nn.Module, inputs, relevance: torch.Tensor, target: torch.Tensor,
+                   n_steps: int, *, order: str = "most",
+                   lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Accuracy after deleting ``k = 0 .. n_steps`` steps of a sequence, ranked by relevance.
+
+    A deleted step's input vector is set to zero (for token ids: its embedded vector; the
+    word stays a time step), and the model's prediction is compared with ``target`` (the
+    word deletion of Arras et al. :cite:`arras2017wassa`). ``order="most"`` deletes the most
+    relevant steps first, ``"least"`` the least relevant; random scores give the random
+    baseline.  Steps at or after ``lengths`` (padding) are never deleted.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Called as ``model(*inputs)``.
+    inputs : Tensor or tuple
+        Sequences ``(B, T, E)`` or token ids ``(B, T)``, first in the tuple.
+    relevance : Tensor
+        ``(B, T)`` scores per step.
+    target : Tensor
+        ``(B,)`` the classes to compare the predictions with.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n_steps + 1,)`` accuracies; entry 0 is the accuracy on the intact inputs.
+    """
+    from .baselines import _eval, explained
+
+    if order not in ("most", "least"):
+        raise ValueError(f"order must be 'most' or 'least', got {order!r}")
+    fmodel, x = explained(model, inputs)
+    if x.dim() != 3:
+        raise ValueError(f"deletion_curve deletes steps of sequences (B, T, E); got {x.dim()}-D")
+    if relevance.shape != x.shape[:2]:
+        raise ValueError(
+            f"relevance must have shape {tuple(x.shape[:2])}, got {tuple(relevance.shape)}")
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]
+    valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if lengths is None else (
+        steps < torch.as_tensor(lengths, device=x.device)[:, None])
+    rel = relevance.to(x.device, x.dtype) * (1 if order == "most" else -1)
+    rank = rel.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True)
+    target = torch.as_tensor(target, device=x.device).long()
+    accuracies = []
+    with _eval(model):
+        for k in range(n_steps + 1):
+            keep = torch.ones_like(rel)
+            keep.scatter_(1, rank[:, :k], 0.0)
+            keep = torch.where(valid, keep, torch.ones_like(keep))
+            pred = fmodel(x * keep[..., None]).argmax(1)
+            accuracies.append((pred == target).to(x.dtype).mean())
+    return torch.stack(accuracies).cpu()

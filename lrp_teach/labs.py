@@ -35,8 +35,12 @@ def _source(cell: dict[str, Any]) -> str:
     return "".join(src) if isinstance(src, list) else src
 
 
-def _stub(code: str, label: str | None) -> str:
-    """Replace function bodies by ``raise NotImplementedError``; keep signatures and docstrings."""
+def _stub(code: str, label: str | None, checked: bool = True) -> str:
+    """Replace function bodies by ``raise NotImplementedError``; keep signatures and docstrings.
+
+    ``checked`` says whether a checker cell follows for this exercise; only then does the hint
+    send the learner to it.
+    """
     where = f" (exercise {label})" if label else ""
     try:
         tree = ast.parse(code)
@@ -55,10 +59,25 @@ def _stub(code: str, label: str | None) -> str:
         body = []
         if doc is not None:
             body.append(indent + '"""' + doc.replace('"""', "'''") + '"""')
-        hint = f"Write `{fn.name}`{where}, then run the checker below."
+        then = ", then run the checker below." if checked else "."
+        hint = f"Write `{fn.name}`{where}{then}"
         body.append(f"{indent}raise NotImplementedError({hint!r})")
         parts.append("\n".join(header + [textwrap.indent(b, "") for b in body]))
     return "\n\n\n".join(parts) + "\n"
+
+
+def _checked_after(cells: list[dict[str, Any]]) -> list[bool]:
+    """For each cell: does a checker call follow before the next exercise starts?"""
+    out = [False] * len(cells)
+    seen = False
+    for i in range(len(cells) - 1, -1, -1):
+        src = _source(cells[i])
+        if cells[i]["cell_type"] == "code" and "lt.exercises.check_" in src:
+            seen = True
+        out[i] = seen
+        if cells[i]["cell_type"] == "markdown" and "{exercise}" in src:
+            seen = False
+    return out
 
 
 def student_notebook(nb: dict[str, Any]) -> dict[str, Any]:
@@ -67,13 +86,14 @@ def student_notebook(nb: dict[str, Any]) -> dict[str, Any]:
     cells = []
     inside = False
     label: str | None = None
-    for cell in out["cells"]:
+    checked = _checked_after(out["cells"])
+    for index, cell in enumerate(out["cells"]):
         tags = cell.get("metadata", {}).get("tags", [])
         if cell["cell_type"] == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
             if "solution" in tags or inside:
-                cell["source"] = _stub(_source(cell), label)
+                cell["source"] = _stub(_source(cell), label, checked[index])
                 cell["metadata"]["tags"] = [t for t in tags if t != "solution"] + ["stub"]
             cells.append(cell)
             continue
@@ -108,11 +128,17 @@ def student_notebook(nb: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def student_copy(path: str | Path, out_dir: str | Path) -> Path:
-    """Write the student copy of the notebook at ``path`` into ``out_dir``; return its path."""
+def student_copy(path: str | Path, out_dir: str | Path, keep_existing: bool = False) -> Path:
+    """Write the student copy of the notebook at ``path`` into ``out_dir``; return its path.
+
+    With ``keep_existing``, a copy that is already there (perhaps with a learner's work in it)
+    is left as it is.
+    """
     path = Path(path)
-    nb = json.loads(path.read_text(encoding="utf-8"))
     target = Path(out_dir) / path.name
+    if keep_existing and target.exists():
+        return target
+    nb = json.loads(path.read_text(encoding="utf-8"))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(student_notebook(nb), indent=1) + "\n", encoding="utf-8")
     return target
@@ -124,9 +150,14 @@ def main(argv: list[str] | None = None) -> None:
     student = sub.add_parser("student", help="write student copies without solutions")
     student.add_argument("notebooks", nargs="+", help="chapter notebooks (.ipynb)")
     student.add_argument("-o", "--out", default="labs", help="output folder (default: labs/)")
+    student.add_argument("--keep-existing", action="store_true",
+                         help="leave copies that already exist (a learner's work) unchanged")
     args = parser.parse_args(argv)
     for notebook in args.notebooks:
-        print(student_copy(notebook, args.out))
+        target = Path(args.out) / Path(notebook).name
+        existed = target.exists()
+        path = student_copy(notebook, args.out, keep_existing=args.keep_existing)
+        print(f"{path} (kept)" if args.keep_existing and existed else path)
 
 
 if __name__ == "__main__":

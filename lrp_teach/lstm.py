@@ -26,6 +26,7 @@ integrated gradients, occlusion) and word deletion, all with the same call signa
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,7 @@ __all__ = [
     "cell_step_relevance",
     "deletion_curve",
     "explain",
+    "explain_steps",
     "gradient",
     "gradient_x_input",
     "integrated_gradients",
@@ -456,7 +458,7 @@ def cell_step_relevance(
     b: torch.Tensor,
     r_h: torch.Tensor,
     r_c: torch.Tensor,
-    eps: float = 1e-3,
+    epsilon: float = 1e-3,
     bias_factor: float = 0.0,
     rule: str = "all",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -485,13 +487,14 @@ def cell_step_relevance(
     w_hh : (4H, H) tensor
     b : (4H,) tensor, ``b_ih + b_hh``
     r_h, r_c : (B, H) tensors
-    eps, bias_factor : float
+    epsilon, bias_factor : float
     rule : {"all", "prop", "abs", "half"}
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     pre = x @ w_ih.T + h_prev @ w_hh.T + b
-    return _cell_backward(x, h_prev, c_prev, pre, w_ih, w_hh, b, r_h, r_c, eps, bias_factor, rule)
+    return _cell_backward(x, h_prev, c_prev, pre, w_ih, w_hh, b, r_h, r_c, epsilon, bias_factor,
+                          rule)
 
 
 @dataclass
@@ -529,18 +532,128 @@ class LSTMRelevance:
         return self.score - self.tokens.sum(-1) - self.initial
 
 
+def _validate(model: nn.Module, inputs, lengths, embeddings: list[str]) -> None:
+    """Shape, dtype and range checks with messages that name the fix."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if embeddings:
+        emb = model.get_submodule(embeddings[0])
+        if inputs.dim() != 2 or inputs.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                "a model with an nn.Embedding takes token indices of shape (B, T) and "
+                f"integer dtype; got shape {tuple(inputs.shape)} and dtype {inputs.dtype}")
+        n = emb.num_embeddings
+        if inputs.numel() and (inputs.min() < 0 or inputs.max() >= n):
+            raise ValueError(f"token indices must lie in [0, {n}); got {int(inputs.max())}")
+    else:
+        lstm = next((m for m in model.modules() if isinstance(m, nn.LSTM)), None)
+        e = lstm.input_size if lstm is not None else inputs.shape[-1]
+        if inputs.dim() != 3 or inputs.shape[-1] != e or not inputs.is_floating_point():
+            raise ValueError(f"inputs must be a float tensor of shape (B, T, {e}); got shape "
+                             f"{tuple(inputs.shape)} and dtype {inputs.dtype}")
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths)
+        batch, steps = inputs.shape[:2]
+        if lengths.shape != (batch,) or lengths.is_floating_point():
+            raise ValueError(f"lengths must be an integer tensor of shape ({batch},); got "
+                             f"shape {tuple(lengths.shape)} and dtype {lengths.dtype}")
+        if lengths.min() < 1 or lengths.max() > steps:
+            raise ValueError(f"lengths must lie in [1, {steps}] (the padded length); got "
+                             f"[{int(lengths.min())}, {int(lengths.max())}]")
+
+
 def explain(
     model: nn.Module,
     inputs: torch.Tensor,
     lengths: torch.Tensor | None = None,
     target: int | torch.Tensor | None = None,
     *,
-    eps: float = 1e-3,
+    epsilon: float = 1e-3,
     bias_factor: float = 0.0,
     rule: str = "all",
     dtype: torch.dtype = torch.float64,
 ) -> LSTMRelevance:
-    """LRP for a model made of ``[nn.Embedding] -> nn.LSTM -> nn.Linear``, batched.
+    """LRP for an LSTM model, through the engine: ``model(inputs, lengths)`` as written.
+
+    A thin wrapper over :func:`lrp_teach.attribute` with ``Epsilon(epsilon, bias_factor)``
+    on every ``nn.Linear`` and ``nn.LSTM`` (:mod:`lrp_teach.engine.recurrent`):
+
+    .. math::
+        R_i = \\sum_j \\frac{a_i w_{ij} + \\delta (b_j + \\varepsilon s_j)/N}
+        {z_j + \\varepsilon s_j} R_j,\\qquad s_j = \\operatorname{sign}(z_j),
+
+    with signal-take-all at the gates, as in :cite:`arras2017wassa`.  Whatever the model's
+    forward does with the LSTM's outputs is explained as written.  With ``bias_factor=1``
+    (:math:`\\delta`) relevance is conserved: ``Σ R_input + R_initial = f_c``.  Other
+    ``rule`` values (``"prop"``, ``"abs"``, ``"half"``) use :func:`explain_steps`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Called as ``model(inputs, lengths)`` (``model(inputs)`` without lengths); left
+        untouched (a float64 copy is explained when ``dtype`` differs from its own).
+    inputs : torch.Tensor
+        Token indices ``(B, T)`` for a model with an ``nn.Embedding``, else ``(B, T, E)``.
+    lengths : torch.Tensor, optional
+        ``(B,)`` lengths in ``[1, T]``.
+    target : int or torch.Tensor, optional
+        Output to explain; ``None`` explains the largest output.
+    epsilon, bias_factor : float
+        The ε rule's stabilizer and bias share.
+    rule : {"all", "prop", "abs", "half"}
+    dtype : torch.dtype
+        Precision of the computation (float64 by default).
+
+    Returns
+    -------
+    LSTMRelevance
+        ``input`` is the relevance of the embedded (or real) inputs ``(B, T, E)``;
+        ``initial`` the share left on the zero initial states (``bias_factor > 0``).
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if rule != "all":
+        return explain_steps(model, inputs, lengths, target, epsilon=epsilon,
+                             bias_factor=bias_factor, rule=rule, dtype=dtype)
+    from .engine.composites import Composite
+    from .engine.core import attribute
+    from .rules import Epsilon
+
+    eps_rule = Epsilon(epsilon, bias_factor)
+    work = model
+    if any(p.dtype != dtype for p in model.parameters()):
+        work = copy.deepcopy(model).to(dtype)
+    embeddings = [n for n, m in work.named_modules() if isinstance(m, nn.Embedding)]
+    _validate(work, inputs, lengths, embeddings)
+    if inputs.is_floating_point():
+        inputs = inputs.to(dtype)
+    args = (inputs,) if lengths is None else (inputs, torch.as_tensor(lengths))
+    composite = Composite(by_type={nn.Linear: eps_rule, nn.LSTM: eps_rule})
+    at = embeddings[:1] if not inputs.is_floating_point() else []
+    res = attribute(work, args, target, composite, at=at)
+    relevance = res.at[at[0]] if at else res.inputs[0]
+    if lengths is None:
+        lengths = torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long)
+    return LSTMRelevance(input=relevance, initial=res.lost, score=res.logit,
+                         target=res.target, lengths=torch.as_tensor(lengths).long())
+
+
+def explain_steps(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    target: int | torch.Tensor | None = None,
+    *,
+    epsilon: float = 1e-3,
+    bias_factor: float = 0.0,
+    rule: str = "all",
+    dtype: torch.dtype = torch.float64,
+) -> LSTMRelevance:
+    """LRP for ``[nn.Embedding] -> nn.LSTM -> nn.Linear``, step by step (the teaching form).
+
+    The explicit backward recursion through time that chapter 7 derives; :func:`explain`
+    computes the same (``rule="all"``) through the engine, for any forward.  This form also
+    offers the product rules that :cite:`arras2019evaluating` compare.
 
     Relevance starts at the target's score ``f_c`` and is propagated back through the output
     layer, then through time, step by step (:func:`cell_step_relevance`):
@@ -564,7 +677,7 @@ def explain(
         ``(B,)`` lengths in ``[1, T]``; steps at or after a length are padding. Default: T.
     target : int or torch.Tensor, optional
         Output to explain; ``None`` explains the largest output.
-    eps : float
+    epsilon : float
         Stabilizer ε.
     bias_factor : float
         0 (default): bias and stabilizer absorb their share; 1: conserve exactly.
@@ -579,8 +692,11 @@ def explain(
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    if eps < 0:
-        raise ValueError(f"eps must be non-negative, got {eps}")
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be non-negative, got {epsilon}")
+    if bias_factor < 0:
+        raise ValueError(f"bias_factor must be non-negative, got {bias_factor}")
+    eps = epsilon
     parts = _parts(model)
     x, lengths = _prepare(parts, inputs, lengths, dtype)
     batch, steps, _ = x.shape
@@ -628,30 +744,24 @@ def explain(
 # --------------------------------------------------------------------------- baselines
 
 
-def _differentiable_scores(parts: _Parts, x: torch.Tensor, lengths: torch.Tensor, dtype):
-    feat, _ = _features(parts, x, lengths, dtype)
-    w, b = _linear(parts, dtype, x.device)
-    return feat @ w.T + b
-
-
-def _setup(model, inputs, lengths, target, dtype):
-    parts = _parts(model)
-    x, lengths = _prepare(parts, inputs, lengths, dtype)
-    with torch.no_grad():
-        logits = _differentiable_scores(parts, x, lengths, dtype)
-    return parts, x, lengths, _targets(target, logits)
-
-
-def _target_grad(parts, x, lengths, tgt, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    x = x.detach().requires_grad_(True)
-    out = _differentiable_scores(parts, x, lengths, dtype)
-    score = out.gather(1, tgt[:, None]).squeeze(1)
-    (grad,) = torch.autograd.grad(score.sum(), x)
-    return grad, score.detach()
+def _work(model: nn.Module, inputs, lengths, dtype):
+    """The model in ``dtype`` (a copy when needed), its arguments, and the lengths."""
+    embeddings = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    _validate(model, inputs, lengths, embeddings)
+    work = model
+    if any(p.dtype != dtype for p in model.parameters()):
+        work = copy.deepcopy(model).to(dtype)
+    if inputs.is_floating_point():
+        inputs = inputs.to(dtype)
+    if lengths is None:
+        full = torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long)
+        return work, inputs, full
+    lengths = torch.as_tensor(lengths).long()
+    return work, (inputs, lengths), lengths
 
 
 def _mask(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
     return x * valid[..., None]
 
 
@@ -663,14 +773,15 @@ def gradient(
     *,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Gradient of the target score w.r.t. each input dimension, ``∂f_c/∂x_{t,k}``, ``(B, T, E)``.
+    """:func:`lrp_teach.baselines.gradient` of ``model(inputs, lengths)``, ``(B, T, E)``.
 
     Sensitivity analysis :cite:`simonyan2014`; for token inputs the gradient is taken with
-    respect to the embedded vectors.
+    respect to the embedded vectors (zero on padding).
     """
-    parts, x, lengths, tgt = _setup(model, inputs, lengths, target, dtype)
-    grad, _ = _target_grad(parts, x, lengths, tgt, dtype)
-    return _mask(grad, lengths)
+    from . import baselines
+
+    work, args, lengths = _work(model, inputs, lengths, dtype)
+    return _mask(baselines.gradient(work, args, target), lengths)
 
 
 def gradient_x_input(
@@ -681,10 +792,11 @@ def gradient_x_input(
     *,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Gradient x Input, ``x_{t,k} ∂f_c/∂x_{t,k}``, ``(B, T, E)`` :cite:`arras2019evaluating`."""
-    parts, x, lengths, tgt = _setup(model, inputs, lengths, target, dtype)
-    grad, _ = _target_grad(parts, x, lengths, tgt, dtype)
-    return _mask(grad * x, lengths)
+    """:func:`lrp_teach.baselines.gradient_x_input`, ``(B, T, E)`` :cite:`arras2019evaluating`."""
+    from . import baselines
+
+    work, args, lengths = _work(model, inputs, lengths, dtype)
+    return _mask(baselines.gradient_x_input(work, args, target), lengths)
 
 
 def integrated_gradients(
@@ -696,21 +808,18 @@ def integrated_gradients(
     steps: int = 32,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Integrated gradients from the all-zero input, midpoint rule, ``(B, T, E)``.
+    """:func:`lrp_teach.baselines.integrated_gradients` from the all-zero input, ``(B, T, E)``.
 
-    .. math:: R_{t,k} = x_{t,k} \\frac{1}{m} \\sum_{l=1}^{m}
-              \\frac{\\partial f_c}{\\partial x_{t,k}}\\Big(\\tfrac{l - 1/2}{m} x\\Big)
+    .. math:: R_{t,k} = x_{t,k} \\int_0^1 \\frac{\\partial f_c}{\\partial x_{t,k}}
+              (\\alpha x)\\, d\\alpha
 
-    :cite:`sundararajan2017`. The sum of R approaches ``f_c(x) - f_c(0)`` as ``m`` grows.
+    by the trapezoidal rule on ``steps`` points :cite:`sundararajan2017`; for token inputs
+    the path runs through the embedded vectors.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    parts, x, lengths, tgt = _setup(model, inputs, lengths, target, dtype)
-    alphas = (torch.arange(steps, dtype=dtype, device=x.device) + 0.5) / steps
-    scaled = (alphas[:, None, None, None] * x[None]).reshape(-1, *x.shape[1:])
-    grad, _ = _target_grad(parts, scaled, lengths.repeat(steps), tgt.repeat(steps), dtype)
-    mean_grad = grad.reshape(steps, *x.shape).mean(0)
-    return _mask(mean_grad * x, lengths)
+    from . import baselines
+
+    work, args, lengths = _work(model, inputs, lengths, dtype)
+    return _mask(baselines.integrated_gradients(work, args, target, steps=steps), lengths)
 
 
 def occlusion(
@@ -722,35 +831,19 @@ def occlusion(
     dims: list[int] | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Occlusion: the drop of the target score when one step's input is set to zero.
+    """Occlusion of one step at a time, :func:`lrp_teach.baselines.occlusion`, ``(B, T, 1)``.
 
-    ``R_t = f_c(x) - f_c(x with x_t = 0)``, returned per step as ``(B, T, 1)`` (one value
-    per step, so ``.sum(-1)`` gives the token relevance as for the other methods)
-    :cite:`zeiler2014`. ``dims`` restricts the occlusion to some input dimensions (e.g.
-    ``[0]`` zeroes only the value channel of the arithmetic task); default: all of them.
+    ``R_t = f_c(x) - f_c(x with x_t = 0)``, one value per step (so ``.sum(-1)`` gives the
+    token relevance as for the other methods) :cite:`zeiler2014`. ``dims`` restricts the
+    occlusion to some input dimensions (e.g. ``[0]``, the value channel of the arithmetic
+    task); default: all of them.
     """
-    parts, x, lengths, tgt = _setup(model, inputs, lengths, target, dtype)
-    batch, steps, n_dims = x.shape
-    channel = torch.ones(n_dims, dtype=dtype, device=x.device)
-    if dims is not None:
-        if any(not 0 <= k < n_dims for k in dims):
-            raise ValueError(f"dims must lie in [0, {n_dims}), got {dims}")
-        channel = torch.zeros_like(channel)
-        channel[list(dims)] = 1.0
-    with torch.no_grad():
-        base = _differentiable_scores(parts, x, lengths, dtype).gather(1, tgt[:, None])
-        eye = torch.eye(steps, dtype=dtype, device=x.device)
-        hole = eye[:, :, None] * channel  # (T_occluded, T, E)
-        occluded = x[:, None] * (1 - hole)[None]  # (B, T_occluded, T, E)
-        out = _differentiable_scores(
-            parts, occluded.reshape(batch * steps, steps, -1),
-            lengths.repeat_interleave(steps), dtype,
-        )
-        drop = base - out.gather(1, tgt.repeat_interleave(steps)[:, None]).reshape(batch, steps)
-    return _mask(drop[..., None], lengths)
+    from . import baselines
 
-
-# --------------------------------------------------------------------------- word deletion
+    work, args, lengths = _work(model, inputs, lengths, dtype)
+    R = baselines.occlusion(work, args, target, patch=1, features=dims)
+    first = 0 if dims is None else dims[0]
+    return _mask(R[..., first:first + 1], lengths)
 
 
 def deletion_curve(
@@ -764,37 +857,8 @@ def deletion_curve(
     order: str = "most",
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Accuracy after deleting ``k = 0 .. n_steps`` words ranked by ``relevance``.
+    """:func:`lrp_teach.evaluation.deletion_curve` of ``model(tokens, lengths)``."""
+    from .evaluation import deletion_curve as curve
 
-    A deleted word's input vector is set to zero (the word stays a time step), and the
-    model's prediction is compared with ``target`` (Arras et al. 2017's word deletion
-    :cite:`arras2017wassa`). ``order="most"`` deletes the most relevant words first,
-    ``"least"`` the least relevant. Pass random scores for the random baseline.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(n_steps + 1,)`` accuracies; entry 0 is the accuracy on the intact inputs.
-    """
-    if order not in ("most", "least"):
-        raise ValueError(f"order must be 'most' or 'least', got {order!r}")
-    parts = _parts(model)
-    x, lengths = _prepare(parts, tokens, lengths, dtype)
-    if relevance.shape != x.shape[:2]:
-        raise ValueError(
-            f"relevance must have shape {tuple(x.shape[:2])}, got {tuple(relevance.shape)}"
-        )
-    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-    rel = relevance.to(x.device, dtype) * (1 if order == "most" else -1)
-    rel = rel.masked_fill(~valid, float("-inf"))
-    rank = rel.argsort(dim=1, descending=True)
-    target = torch.as_tensor(target, device=x.device).long()
-    accuracies = []
-    with torch.no_grad():
-        for k in range(n_steps + 1):
-            keep = torch.ones_like(rel)
-            keep.scatter_(1, rank[:, :k], 0.0)
-            keep = torch.where(valid, keep, torch.ones_like(keep))
-            pred = _differentiable_scores(parts, x * keep[..., None], lengths, dtype).argmax(1)
-            accuracies.append((pred == target).to(dtype).mean())
-    return torch.stack(accuracies).cpu()
+    work, args, lengths = _work(model, tokens, lengths, dtype)
+    return curve(work, args, relevance, target, n_steps, order=order, lengths=lengths)

@@ -19,8 +19,21 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 
-__all__ = ["CMAP", "contrast_ratio", "grid", "heatmap", "overlay", "relative_luminance",
-           "symmetric_limit", "text_colour", "to_map", "words_html"]
+__all__ = [
+    "CMAP",
+    "contrast_ratio",
+    "draw_architecture",
+    "draw_pairs",
+    "grid",
+    "heatmap",
+    "overlay",
+    "plot_question",
+    "relative_luminance",
+    "symmetric_limit",
+    "text_colour",
+    "to_map",
+    "words_html",
+]
 
 #: Blue (negative) - white (zero) - red (positive). A perceptually ordered variant of the
 #: "bwr" map used in the LRP literature.
@@ -352,3 +365,76 @@ def words_html(
     return _HTML(
         "<div style='line-height:1.9;font-family:sans-serif'>" + " ".join(spans) + "</div>"
     )
+
+
+# --------------------------------------------------------------------------- figures of chapter 8
+
+
+def plot_question(ax, words: list[str], relevance, *, vmax: float | None = None,
+                  y: float = 0.5, fontsize: int = 9) -> None:
+    """Write ``words`` on ``ax`` as boxes coloured by ``relevance`` (red +, blue -).
+
+    The colour scale is :data:`lrp_teach.plot.CMAP` on ``[-vmax, vmax]`` (default
+    ``max |R|``), the colours of :func:`lrp_teach.plot.words_html`, for a static figure.
+    """
+    values = [float(v) for v in torch.as_tensor(relevance).reshape(-1)[:len(words)]]
+    if len(values) != len(words):
+        raise ValueError(f"{len(words)} words but {len(values)} relevances")
+    limit = vmax or max(max((abs(v) for v in values), default=0.0), 1e-12)
+    ax.set_axis_off()
+    x = 0.0
+    renderer = ax.figure.canvas.get_renderer()
+    for word, value in zip(words, values, strict=True):
+        colour = CMAP(0.5 + 0.5 * max(-1.0, min(1.0, value / limit)))
+        text = ax.text(x, y, word, transform=ax.transAxes, fontsize=fontsize, va="center",
+                       bbox={"boxstyle": "round,pad=0.2", "fc": colour, "ec": "none"})
+        box = text.get_window_extent(renderer=renderer).transformed(ax.transAxes.inverted())
+        x += box.width + 0.03
+
+
+def draw_pairs(ax, pair_relevance: torch.Tensor, top: int = 3, colour: str = "black") -> None:
+    """Draw the ``top`` most relevant pairs ``(i, j)``, ``i != j``, as lines between cells.
+
+    ``pair_relevance`` is one question's ``(N, N)`` map (:attr:`VQARelevance.pairs`); the
+    most relevant pair gets the widest line.
+    """
+    from .datasets.clevr_lite import CELL
+
+    r = pair_relevance.detach().clone().double()
+    r.fill_diagonal_(-float("inf"))
+    flat = r.flatten().topk(top).indices
+    n = r.shape[0]
+    grid = int(round(n ** 0.5))
+    for rank, k in enumerate(flat.tolist()):
+        i, j = divmod(k, n)
+        (yi, xi), (yj, xj) = divmod(i, grid), divmod(j, grid)
+        centre = (CELL - 1) / 2
+        ax.plot([xi * CELL + centre, xj * CELL + centre], [yi * CELL + centre, yj * CELL + centre],
+                color=colour, lw=3.0 - 0.7 * rank, alpha=0.9, marker="o", ms=3)
+
+
+def draw_architecture(ax) -> None:
+    """Draw the relation network's anatomy as a block diagram on ``ax``."""
+    boxes = {
+        "image": ("image\n3 x 48 x 48", 0.04, 0.75),
+        "cnn": ("CNN\n3 x (conv, BN, ReLU)", 0.21, 0.75),
+        "objects": ("objects o_i: 16 cells\n24 features + 2 coords", 0.44, 0.75),
+        "words": ("question\nwords", 0.04, 0.2),
+        "lstm": ("Embedding\n+ LSTM", 0.21, 0.2),
+        "q": ("q\n64 units", 0.44, 0.2),
+        "g": ("g(o_i, o_j, q)\nall 16 x 16 pairs", 0.66, 0.48),
+        "sum": ("sum / N", 0.82, 0.48),
+        "f": ("f\nanswer logits", 0.95, 0.48),
+    }
+    artists = {}
+    for key, (text, x, y) in boxes.items():
+        artists[key] = ax.text(x, y, text, ha="center", va="center", fontsize=8,
+                               transform=ax.transAxes,
+                               bbox={"boxstyle": "round,pad=0.4", "fc": "#e8eef7", "ec": "#335"})
+    edges = [("image", "cnn"), ("cnn", "objects"), ("words", "lstm"), ("lstm", "q"),
+             ("objects", "g"), ("q", "g"), ("g", "sum"), ("sum", "f")]
+    for a, b in edges:
+        ax.annotate("", xy=(0.0, 0.5), xycoords=artists[b], xytext=(1.0, 0.5),
+                    textcoords=artists[a],
+                    arrowprops={"arrowstyle": "->", "color": "#335", "shrinkA": 4, "shrinkB": 4})
+    ax.set_axis_off()

@@ -68,8 +68,18 @@ def _read_manifest(root: Path) -> dict[str, Any]:
             f"no {MANIFEST} in {root}. Run from a checkout of the lrp-teach repository, or set "
             "LRP_TEACH_DATA to its data/ folder."
         )
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PretrainedError(
+            f"{path} is not valid JSON ({err}); restore it from the repository "
+            f"(git checkout -- {MANIFEST})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("weights", {}), dict):
+        raise PretrainedError(
+            f"{path} does not have the expected layout {{\"weights\": {{name: entry}}}}; "
+            f"restore it from the repository (git checkout -- {MANIFEST})")
+    return manifest
 
 
 def available() -> list[str]:
@@ -83,7 +93,14 @@ def entry(name: str) -> dict[str, Any]:
     if name not in weights:
         known = ", ".join(sorted(weights)) or "none"
         raise PretrainedError(f"no weights called {name!r} in the manifest; available: {known}")
-    return weights[name]
+    info = weights[name]
+    missing = [k for k in ("file", "sha256", "builder")
+               if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise PretrainedError(
+            f"the entry {name!r} of {data_dir() / MANIFEST} lacks {', '.join(missing)}; restore "
+            f"the manifest from the repository (git checkout -- {MANIFEST})")
+    return info
 
 
 def load_state_dict(name: str) -> dict[str, torch.Tensor]:

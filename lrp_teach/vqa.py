@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .baselines import HeldInputs
 from .datasets.clevr_lite import ANSWERS, GRID, IMAGE_SIZE, VOCAB
-from .rules import stabilize
+from .plot import draw_architecture, draw_pairs, plot_question  # the chapter's figures
 
 __all__ = [
     "ImageModel",
@@ -50,7 +51,6 @@ __all__ = [
     "grad_cam",
     "ground_truth_scores",
     "plot_question",
-    "word_relevance",
 ]
 
 
@@ -93,6 +93,10 @@ class RelationNetwork(nn.Module):
                                 indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys], -1).reshape(-1, 2),
                              persistent=False)
+        # parameter-free markers: the engine reads the relevance of the objects and of the
+        # question code at their outputs (lt.attribute(..., at=["object_code", ...]))
+        self.object_code = nn.Identity()
+        self.question_code = nn.Identity()
 
     # ----------------------------------------------------------------- pieces
     def objects(self, image: Tensor, features: Tensor | None = None) -> Tensor:
@@ -110,22 +114,21 @@ class RelationNetwork(nn.Module):
         out, _ = self.lstm(self.embedding(tokens))
         return out[torch.arange(len(tokens)), lengths.long() - 1]
 
-    def pair_input(self, objects: Tensor, q: Tensor, first: nn.Linear | None = None) -> Tensor:
-        """``g``'s first pre-activation for every pair, ``(B, N, N, units)``.
+    def pair_tensor(self, objects: Tensor, q: Tensor) -> Tensor:
+        """``[o_i; o_j; q]`` for every ordered pair of objects, ``(B, N, N, 2(C + 2) + H)``."""
+        b, n, d = objects.shape
+        o_i = objects[:, :, None, :].expand(b, n, n, d)
+        o_j = objects[:, None, :, :].expand(b, n, n, d)
+        q_ij = q[:, None, None, :].expand(b, n, n, q.shape[-1])
+        return torch.cat([o_i, o_j, q_ij], -1)
 
-        ``first`` defaults to ``self.g[0]``; pair ``(i, j)`` reads ``[o_i; o_j; q]``.
-        """
-        first = self.g[0] if first is None else first
-        d = self.object_size
-        w = first.weight
-        a = objects @ w[:, :d].T
-        b = objects @ w[:, d:2 * d].T
-        c = q @ w[:, 2 * d:].T + first.bias
-        return a[:, :, None] + b[:, None, :] + c[:, None, None]
+    def pair_input(self, objects: Tensor, q: Tensor) -> Tensor:
+        """``g``'s first pre-activation for every pair, ``(B, N, N, units)``."""
+        return self.g[0](self.pair_tensor(objects, q))
 
     def pairs(self, objects: Tensor, q: Tensor) -> Tensor:
         """``g(o_i, o_j, q)`` for every pair, ``(B, N, N, units)``."""
-        return self.g[1:](self.pair_input(objects, q))
+        return self.g(self.pair_tensor(objects, q))
 
     def forward(self, image: Tensor, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Answer logits ``(B, n_answers)``.
@@ -142,8 +145,8 @@ class RelationNetwork(nn.Module):
                              f"got {tuple(tokens.shape)}")
         if bool((lengths < 1).any()) or bool((lengths > tokens.shape[1]).any()):
             raise ValueError(f"lengths must lie in [1, {tokens.shape[1]}]")
-        o = self.objects(image)
-        q = self.question(tokens, lengths)
+        o = self.object_code(self.objects(image))
+        q = self.question_code(self.question(tokens, lengths))
         return self.f(self.pairs(o, q).sum((1, 2)) * self.pair_scale)
 
 
@@ -198,83 +201,6 @@ def _check_inputs(model, image, tokens, lengths):
     if bool((lengths < 1).any()) or bool((lengths > tokens.shape[1]).any()):
         raise ValueError(f"lengths must lie in [1, {tokens.shape[1]}]")
     return lengths
-
-
-class _RuleLayer(torch.autograd.Function):
-    """A Linear/Conv layer under an LRP rule (the public ``Rule.forward``/``Rule.backward``
-    protocol of :mod:`lrp_teach.rules`): forward gives the exact output ``z``, backward turns
-    the incoming gradient ``g`` into :math:`c = \\rho(W)^T (g z / z^\\rho)`; input-layer rules
-    put their extra term in ``sink``."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, rule, op, sink: list) -> Tensor:
-        z, dens, state = rule.forward(op, a)
-        ctx.scales = tuple(z / d for d in dens)
-        ctx.rule, ctx.op, ctx.state, ctx.sink, ctx.shape = rule, op, state, sink, a.shape
-        return z
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        c, extra = ctx.rule.backward(ctx.op, ctx.state, tuple(g * r for r in ctx.scales))
-        if extra is not None:
-            ctx.sink.append(extra)
-        return (g.new_zeros(ctx.shape) if c is None else c), None, None, None
-
-
-def _apply_rule(layer: nn.Module, rule, a: Tensor, sink: list) -> Tensor:
-    from .rules import LayerOp
-
-    return _RuleLayer.apply(a, rule, LayerOp(layer, a), sink)
-
-
-def _epsilon_value_preserving(z: Tensor, epsilon: float) -> Tensor:
-    """``z`` in the forward pass; its gradient is scaled by ``z / (z + eps sign z)``."""
-    s = (z / stabilize(z, epsilon)).detach()
-    return z * s + (z * (1 - s)).detach()
-
-
-class _QuestionHead(nn.Module):
-    """Embedding -> LSTM -> linear read-out, the shape :func:`lrp_teach.lstm.explain` takes."""
-
-    def __init__(self, embedding: nn.Embedding, lstm: nn.LSTM, head: nn.Linear) -> None:
-        super().__init__()
-        self.embedding, self.lstm, self.head = embedding, lstm, head
-
-
-def word_relevance(model: RelationNetwork, tokens: Tensor, lengths: Tensor, relevance_q: Tensor,
-                   *, epsilon: float = 1e-3) -> tuple[Tensor, Tensor]:
-    """Propagate the relevance of the question code ``q`` to the words with :mod:`lt.lstm`.
-
-    The relevance :math:`R_{q_k}` arriving at the LSTM's last hidden state is handed to
-    :func:`lrp_teach.lstm.explain` (Arras et al. 2017 rules, signal-take-all at the gates,
-    ``arras2017wassa``) through a linear read-out
-    :math:`y_b = \\sum_k s_b\\,(R_{q_{bk}}/q_{bk})\\,q_{bk}` whose ε-rule returns
-    :math:`R_{q_k}` to every unit (the scale :math:`s_b` makes :math:`|y_b|` large, so the
-    read-out's ε takes a share below 1e-7); the result is divided by :math:`s_b`. LRP is linear
-    in the relevance it starts from, so this is the LSTM's own explanation of ``R_q``.
-
-    Returns
-    -------
-    words : Tensor
-        ``(B, L)`` relevance per word (0 on padding).
-    absorbed : Tensor
-        ``(B,)`` relevance absorbed inside the LSTM (biases, stabilizers, initial state).
-    """
-    from . import lstm as lstm_lrp
-
-    q64 = model.question(tokens, lengths).detach().double()
-    rq = relevance_q.detach().double()
-    ratio = torch.where(q64.abs() > 1e-30, rq / q64, torch.zeros_like(rq))
-    total = rq.sum(1)
-    scale = 1e4 / total.abs().clamp(min=1e-12)
-    head = nn.Linear(q64.shape[1], len(tokens), bias=False).double()
-    with torch.no_grad():
-        head.weight.copy_(ratio * scale[:, None])
-    wrapper = _QuestionHead(model.embedding, model.lstm, head)
-    rel = lstm_lrp.explain(wrapper, tokens, lengths, target=torch.arange(len(tokens)),
-                           eps=epsilon, bias_factor=0.0, rule="all")
-    words = rel.tokens / scale[:, None]
-    return words, total - words.sum(1)
 
 
 @dataclass
@@ -359,40 +285,30 @@ def conservation_table(stages: dict[str, Tensor]) -> str:
     return "\n".join(lines)
 
 
-def _cnn_rules(cnn: nn.Sequential, low, high, gamma: float, composite=None):
-    from .core import named_layers
-    from .rules import Gamma, ZBox
-
-    layers = named_layers(cnn)
-    if composite is not None:
-        return list(zip([m for _, m in layers], composite.rules_for(layers), strict=True))
-    convs = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Conv2d)]
-    return [(m, ZBox(low, high) if i == convs[0] else Gamma(gamma) if i in convs else None)
-            for i, (_, m) in enumerate(layers)]
-
-
 def explain(model: RelationNetwork, image: Tensor, tokens: Tensor, lengths: Tensor | None = None,
             target: int | Tensor | None = None, *, low: float = 0.0, high: float = 1.0,
             gamma: float = 0.25, epsilon: float = 1e-6, lstm_epsilon: float = 1e-3,
             cnn_composite=None) -> VQARelevance:
     """LRP for the relation network: relevance of pixels, words, object pairs and coordinates.
 
-    Relevance starts at the target answer's logit and flows through each part with its own
-    rule (``arras2022clevrxai``, ``montavon2019overview``):
+    The engine runs ``RelationNetwork.forward`` itself (:func:`lrp_teach.attribute`), with
+    these rules (``arras2022clevrxai``, ``montavon2019overview``):
 
     * ``f`` and ``g``: the ε-rule, :math:`R_j = \\sum_k a_j w_{jk} R_k / (z_k + \\epsilon\\,
-      \\mathrm{sign}(z_k))`; ``g``'s first layer is one ε-layer on the concatenation
+      \\mathrm{sign}(z_k))`; ``g``'s first layer reads the concatenation
       :math:`[o_i; o_j; q]`, so it splits each pair's relevance between the two objects and
       the question;
-    * the scaled sum over pairs: proportional (LRP-0), :math:`R_{ij} = g_{ij}\\, R / \\sum g`;
+    * the scaled sum over pairs: proportional (the plain sum's gradient),
+      :math:`R_{ij} = g_{ij}\\, R / \\sum g`;
     * the CNN (BatchNorm folded by :func:`lrp_teach.canonize`): LRP-γ, and z^B with the box
       ``[low, high]`` at the pixels;
-    * the LSTM: :func:`word_relevance` (Arras et al. 2017, signal-take-all);
+    * the LSTM: the engine's ``nn.LSTM`` rules (Arras et al. 2017, signal-take-all, ε =
+      ``lstm_epsilon``);
     * the coordinate channels keep their relevance, reported by
       :attr:`VQARelevance.coordinates`.
 
-    It is computed as Gradient x Input of a modified forward pass (the engine's
-    mechanism, :mod:`lrp_teach.core`). The model is only read.
+    Pair, object and question relevance are activation x gradient at ``g``'s output and at
+    the model's ``object_code`` and ``question_code`` markers.  The model is only read.
 
     Parameters
     ----------
@@ -421,87 +337,57 @@ def explain(model: RelationNetwork, image: Tensor, tokens: Tensor, lengths: Tens
     -------
     VQARelevance
     """
-    from .canonize import canonize
-    from .core import _targets
-    from .rules import Epsilon
+    from .engine.canonize import canonize
+    from .engine.composites import Composite
+    from .engine.core import attribute
+    from .rules import Epsilon, Gamma, ZBox
 
     lengths = _check_inputs(model, image, tokens, lengths)
-    was_training = model.training
-    work = copy.deepcopy(model).eval()
-    model.train(was_training)
+    work = model
     if work.g[0].weight.dtype != image.dtype:
-        work = work.to(image.dtype)
-    cnn_rules = _cnn_rules(canonize(work.cnn), low, high, gamma, cnn_composite)
-    sink: list[Tensor] = []
-    with torch.enable_grad():
-        x = image.detach().clone().requires_grad_(True)
-        a = x
-        for layer, rule in cnn_rules:
-            a = layer(a) if rule is None else _apply_rule(layer, rule, a, sink)
-        cells = a.flatten(2).transpose(1, 2)
-        b, n = cells.shape[:2]
-        coords = work.coords.to(cells).expand(b, n, 2).clone().requires_grad_(True)
-        with torch.no_grad():
-            q0 = work.question(tokens, lengths)
-        q = q0.detach().clone().requires_grad_(True)
-        objects = torch.cat([cells, coords], -1)
-        h = torch.relu(_epsilon_value_preserving(work.pair_input(objects, q), epsilon))
-        layer = work.g[2]
-        pairs = torch.relu(_apply_rule(layer, Epsilon(epsilon), h, sink))
-        pooled = pairs.sum((1, 2)) * work.pair_scale
-        u = torch.relu(_apply_rule(work.f[0], Epsilon(epsilon), pooled, sink))
-        out = _apply_rule(work.f[2], Epsilon(epsilon), u, sink)
-        t = _targets(out, target)
-        logit = out.gather(1, t[:, None])[:, 0]
-        g_x, g_cells, g_coords, g_q, g_pairs = torch.autograd.grad(
-            logit.sum(), [x, cells, coords, q, pairs])
-    pixels = x.detach() * g_x
-    for extra in sink:
-        if extra.shape == x.shape:
-            pixels = pixels + extra
-    r_cells = cells.detach() * g_cells
-    r_objects = torch.cat([r_cells, coords.detach() * g_coords], -1)
-    r_q = q.detach() * g_q
-    r_pairs = (pairs.detach() * g_pairs).sum(-1)
-    words, _ = word_relevance(work, tokens, lengths, r_q, epsilon=lstm_epsilon)
-    words = words.to(image.dtype)
+        work = copy.deepcopy(model).to(image.dtype)
+    work = canonize(work, image, tokens, lengths)
+    by_name = {}
+    if cnn_composite is not None:
+        by_name = {f"cnn.{a.name}": a.rule for a in cnn_composite.assign(work.cnn)}
+    composite = Composite(by_type={nn.Linear: Epsilon(epsilon), nn.Conv2d: Gamma(gamma),
+                                   nn.LSTM: Epsilon(lstm_epsilon)},
+                          by_name=by_name,
+                          first=None if cnn_composite is not None else ZBox(low, high))
+    res = attribute(work, (image, tokens, lengths), target, composite,
+                    at=("object_code", "question_code", "g"))
+    pixels, words = res.inputs[0], res.inputs[1]
+    r_objects, r_q = res.at["object_code"], res.at["question_code"]
+    r_pairs = res.at["g"].sum(-1)
     stages = {
-        "logit": logit.detach(),
+        "logit": res.logit,
         "pairs": r_pairs.sum((1, 2)),
         "objects + question": r_objects.sum((1, 2)) + r_q.sum(1),
-        "cells": r_cells.sum((1, 2)),
+        "cells": r_objects[..., :-2].sum((1, 2)),
         "coordinates": r_objects[..., -2:].sum((1, 2)),
         "question": r_q.sum(1),
         "pixels": pixels.sum((1, 2, 3)),
         "words": words.sum(1),
     }
     return VQARelevance(pixels=pixels, words=words, pairs=r_pairs, objects=r_objects,
-                        question=r_q, logit=logit.detach(), target=t, stages=stages)
+                        question=r_q, logit=res.logit, target=res.target, stages=stages)
 
 
 # --------------------------------------------------------------------------- baselines
 
 
-class ImageModel(nn.Module):
+class ImageModel(HeldInputs):
     """The relation network as a function of the image alone, the question held fixed.
 
     ``forward(x)`` answers the fixed questions about ``x``; when ``x`` stacks ``k`` copies
     of the batch (as Integrated Gradients and SmoothGrad do), the questions are repeated
-    ``k`` times. This lets the image baselines of :mod:`lrp_teach.baselines` run unchanged.
+    ``k`` times (:class:`lrp_teach.baselines.HeldInputs`).  The baselines do this by
+    themselves when called with ``(image, tokens, lengths)``.
     """
 
     def __init__(self, model: RelationNetwork, tokens: Tensor, lengths: Tensor) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model, (None, tokens, lengths), 0, batch=len(tokens))
         self.tokens, self.lengths = tokens, lengths
-
-    def forward(self, x: Tensor) -> Tensor:
-        n = len(self.tokens)
-        if len(x) % n:
-            raise ValueError(f"ImageModel holds {n} questions; the image batch ({len(x)}) "
-                             "must be a multiple of it")
-        k = len(x) // n
-        return self.model(x, self.tokens.repeat(k, 1), self.lengths.repeat(k))
 
 
 def grad_cam(model: RelationNetwork, image: Tensor, tokens: Tensor,
@@ -521,21 +407,16 @@ def grad_cam(model: RelationNetwork, image: Tensor, tokens: Tensor,
         ``(B, H, W)`` non-negative map, or the ``(B, h, w)`` cell map when ``upsample`` is
         False.
     """
-    from .core import _targets
+    from .engine.state import preserved, resolve_target
 
     lengths = _check_inputs(model, image, tokens, lengths)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            fmap = model.cnn(image.detach()).detach().requires_grad_(True)
-            q = model.question(tokens, lengths)
-            out = model.f(model.pairs(model.objects(image, features=fmap), q).sum((1, 2))
-                          * model.pair_scale)
-            t = _targets(out, target)
-            (grad,) = torch.autograd.grad(out.gather(1, t[:, None]).sum(), fmap)
-    finally:
-        model.train(was_training)
+    with preserved(model), torch.enable_grad():
+        fmap = model.cnn(image.detach()).detach().requires_grad_(True)
+        q = model.question(tokens, lengths)
+        out = model.f(model.pairs(model.objects(image, features=fmap), q).sum((1, 2))
+                      * model.pair_scale)
+        t = resolve_target(out, target)
+        (grad,) = torch.autograd.grad(out.gather(1, t[:, None]).sum(), fmap)
     alpha = grad.mean((2, 3), keepdim=True)
     cam = torch.relu((alpha * fmap.detach()).sum(1, keepdim=True))
     if not upsample:
@@ -554,13 +435,12 @@ def _baseline(name: str):
     fn = baselines.METHODS[name]
 
     def run(model, image, tokens, lengths, target):
-        wrapped = ImageModel(model, tokens, lengths)
         kwargs = {}
         if name == "Integrated Gradients":
             kwargs = {"steps": 16, "batch_size": 16 * len(image)}
         elif name == "SmoothGrad":
             kwargs = {"samples": 16, "batch_size": 16 * len(image)}
-        return fn(wrapped, image, target, **kwargs)
+        return fn(model, (image, tokens, lengths), target, **kwargs)
 
     return run
 
@@ -619,10 +499,10 @@ def explanation_maps(model: RelationNetwork, data, index: Tensor, *,
     index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
     if len(index) == 0:
         raise ValueError("index is empty: no questions to evaluate")
-    was_training = model.training
-    model.eval()
+    from .engine.state import preserved
+
     maps: dict[str, list[Tensor]] = {name: [] for name in methods}
-    try:
+    with preserved(model):
         for start in range(0, len(index), batch_size):
             idx = index[start:start + batch_size]
             image, tokens, lengths, _ = data.batch(idx)
@@ -630,8 +510,6 @@ def explanation_maps(model: RelationNetwork, data, index: Tensor, *,
                 target = model(image, tokens, lengths).argmax(1)
             for name, fn in methods.items():
                 maps[name].append(fn(model, image, tokens, lengths, target).detach())
-    finally:
-        model.train(was_training)
     return {name: torch.cat(v) for name, v in maps.items()}
 
 
@@ -648,78 +526,3 @@ def evaluate_explanations(model: RelationNetwork, data, index: Tensor, *,
     maps = explanation_maps(model, data, index, methods=methods, batch_size=batch_size)
     masks = data.gt_masks(torch.as_tensor(index, dtype=torch.long).reshape(-1))
     return {name: ground_truth_scores(R, masks, pooling) for name, R in maps.items()}
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def plot_question(ax, words: list[str], relevance, *, vmax: float | None = None,
-                  y: float = 0.5, fontsize: int = 9) -> None:
-    """Write ``words`` on ``ax`` as boxes coloured by ``relevance`` (red +, blue -).
-
-    The colour scale is :data:`lrp_teach.plot.CMAP` on ``[-vmax, vmax]`` (default
-    ``max |R|``), the colours of :func:`lrp_teach.plot.words_html`, for a static figure.
-    """
-    from .plot import CMAP
-
-    values = [float(v) for v in torch.as_tensor(relevance).reshape(-1)[:len(words)]]
-    if len(values) != len(words):
-        raise ValueError(f"{len(words)} words but {len(values)} relevances")
-    limit = vmax or max(max((abs(v) for v in values), default=0.0), 1e-12)
-    ax.set_axis_off()
-    x = 0.0
-    renderer = ax.figure.canvas.get_renderer()
-    for word, value in zip(words, values, strict=True):
-        colour = CMAP(0.5 + 0.5 * max(-1.0, min(1.0, value / limit)))
-        text = ax.text(x, y, word, transform=ax.transAxes, fontsize=fontsize, va="center",
-                       bbox={"boxstyle": "round,pad=0.2", "fc": colour, "ec": "none"})
-        box = text.get_window_extent(renderer=renderer).transformed(ax.transAxes.inverted())
-        x += box.width + 0.03
-
-
-def draw_pairs(ax, pair_relevance: Tensor, top: int = 3, colour: str = "black") -> None:
-    """Draw the ``top`` most relevant pairs ``(i, j)``, ``i != j``, as lines between cells.
-
-    ``pair_relevance`` is one question's ``(N, N)`` map (:attr:`VQARelevance.pairs`); the
-    most relevant pair gets the widest line.
-    """
-    from .datasets.clevr_lite import CELL
-
-    r = pair_relevance.detach().clone().double()
-    r.fill_diagonal_(-float("inf"))
-    flat = r.flatten().topk(top).indices
-    n = r.shape[0]
-    grid = int(round(n ** 0.5))
-    for rank, k in enumerate(flat.tolist()):
-        i, j = divmod(k, n)
-        (yi, xi), (yj, xj) = divmod(i, grid), divmod(j, grid)
-        centre = (CELL - 1) / 2
-        ax.plot([xi * CELL + centre, xj * CELL + centre], [yi * CELL + centre, yj * CELL + centre],
-                color=colour, lw=3.0 - 0.7 * rank, alpha=0.9, marker="o", ms=3)
-
-
-def draw_architecture(ax) -> None:
-    """Draw the relation network's anatomy as a block diagram on ``ax``."""
-    boxes = {
-        "image": ("image\n3 x 48 x 48", 0.04, 0.75),
-        "cnn": ("CNN\n3 x (conv, BN, ReLU)", 0.21, 0.75),
-        "objects": ("objects o_i: 16 cells\n24 features + 2 coords", 0.44, 0.75),
-        "words": ("question\nwords", 0.04, 0.2),
-        "lstm": ("Embedding\n+ LSTM", 0.21, 0.2),
-        "q": ("q\n64 units", 0.44, 0.2),
-        "g": ("g(o_i, o_j, q)\nall 16 x 16 pairs", 0.66, 0.48),
-        "sum": ("sum / N", 0.82, 0.48),
-        "f": ("f\nanswer logits", 0.95, 0.48),
-    }
-    artists = {}
-    for key, (text, x, y) in boxes.items():
-        artists[key] = ax.text(x, y, text, ha="center", va="center", fontsize=8,
-                               transform=ax.transAxes,
-                               bbox={"boxstyle": "round,pad=0.4", "fc": "#e8eef7", "ec": "#335"})
-    edges = [("image", "cnn"), ("cnn", "objects"), ("words", "lstm"), ("lstm", "q"),
-             ("objects", "g"), ("q", "g"), ("g", "sum"), ("sum", "f")]
-    for a, b in edges:
-        ax.annotate("", xy=(0.0, 0.5), xycoords=artists[b], xytext=(1.0, 0.5),
-                    textcoords=artists[a],
-                    arrowprops={"arrowstyle": "->", "color": "#335", "shrinkA": 4, "shrinkB": 4})
-    ax.set_axis_off()

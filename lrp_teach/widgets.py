@@ -173,7 +173,7 @@ class LRPExplorer:
             logit = float(self.model(self.x[s.index:s.index + 1])[0, target])
         fig = Figure(figsize=(6.4, 3.0), layout="constrained")
         ax_img, ax_map = fig.subplots(1, 2)
-        ax_img.imshow(self.x[s.index].sum(0).cpu().numpy(), cmap="gray_r")
+        ax_img.imshow(self.x[s.index].sum(0).cpu().numpy(), cmap="gray")
         ax_img.set_title(f"input #{s.index}")
         ax_img.set_axis_off()
         plot.heatmap(R, ax=ax_map, title=f"class {self.class_names[target]}: "

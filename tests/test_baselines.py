@@ -174,7 +174,7 @@ def test_target_none_is_prediction(cnn, images):
 def test_bad_input(cnn, images, linear):
     with pytest.raises(ValueError, match="0..9"):
         bl.gradient(cnn, images, 10)
-    with pytest.raises(ValueError, match="3 targets for a batch of 4"):
+    with pytest.raises(ValueError, match="target has 3 entries, but the batch has 4"):
         bl.gradient(cnn, images, torch.tensor([1, 2, 3]))
     with pytest.raises(TypeError, match="target"):
         bl.gradient(cnn, images, "3")

@@ -200,10 +200,13 @@ def test_zero_to_h_checker_accepts_solution_and_rejects_lrp0(capsys):
     assert "conserves relevance" in capsys.readouterr().out
 
     def lrp0(layer, a, R, high):
-        return propagate(layer, Zero(stabilizer=0), a, R)
+        return a * ((R / (a @ layer.weight.T + layer.bias)) @ layer.weight)
 
-    with pytest.raises(ExerciseError, match="largest difference"):
+    with pytest.raises(ExerciseError, match="not conserved"):  # LRP-0 with its bias
         check_zero_to_h_rule(lrp0)
+    with pytest.raises(ExerciseError, match="package"):  # the rule must be written by hand
+        check_zero_to_h_rule(lambda layer, a, R, high: propagate(layer, Zero(stabilizer=0),
+                                                                  a, R))
     # the [0, h] rule is z^B with l = 0, also when derived by dtd.redistribute
     layer, a, R, _ = _case(0)
     ref = dtd.redistribute(layer, a, R, "zbox", low=0.0, high=1.0).relevance

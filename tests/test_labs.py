@@ -72,3 +72,32 @@ def test_every_chapter_has_a_clean_student_copy(path, tmp_path):
     graded = [c for c in solutions if "def " in "".join(c["source"])]
     raising = [s for s in stubs if "NotImplementedError" in "".join(s["source"])]
     assert len(raising) >= min(1, len(graded)), f"{path.name}: graded exercise left without stub"
+
+
+def test_keep_existing_leaves_a_learners_copy_alone(tmp_path):
+    source = ROOT / "book" / "03_lrp.ipynb"
+    target = lt.labs.student_copy(source, tmp_path)
+    target.write_text('{"learner": "work in progress"}')
+    lt.labs.student_copy(source, tmp_path, keep_existing=True)
+    assert "work in progress" in target.read_text()
+    lt.labs.main(["student", str(source), "-o", str(tmp_path)])
+    assert "work in progress" not in target.read_text()
+
+
+def test_stub_promises_a_checker_only_when_one_follows():
+    nb = {
+        "metadata": {},
+        "cells": [
+            _cell("markdown", "```{exercise} A\n:label: ex-a\n```\n```{solution-start} ex-a\n```"),
+            _cell("code", "def f(x):\n    return x\n", ["solution"]),
+            _cell("markdown", "```{solution-end}\n```"),
+            _cell("code", "lt.exercises.check_f(f)"),
+            _cell("markdown", "```{exercise} B\n:label: ex-b\n```\n```{solution-start} ex-b\n```"),
+            _cell("code", "def g(x):\n    return x\n", ["solution"]),
+            _cell("markdown", "```{solution-end}\n```"),
+        ],
+    }
+    stubs = [c["source"] for c in lt.labs.student_notebook(nb)["cells"]
+             if "stub" in c["metadata"].get("tags", [])]
+    assert "run the checker below" in stubs[0]
+    assert "checker" not in stubs[1] and "Write `g` (exercise ex-b)." in stubs[1]

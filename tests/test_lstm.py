@@ -248,31 +248,46 @@ def test_model_untouched():
         assert v.dtype == before[k].dtype
 
 
-class _TwoLayer(nn.Module):
+class _Stacked(nn.Module):
+    """Two bidirectional layers, time-major input, mean over the output sequence."""
+
     def __init__(self, **kw):
         super().__init__()
-        self.lstm = nn.LSTM(3, 4, **kw)
-        self.linear = nn.Linear(4 * (2 if kw.get("bidirectional") else 1), 1)
+        self.lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, **kw)
+        self.linear = nn.Linear(8, 2)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.transpose(0, 1))
+        return self.linear(out.mean(0))
+
+
+def test_other_configurations_are_explained_as_written():
+    torch.manual_seed(3)
+    model = _Stacked().double()
+    x = torch.randn(3, 6, 3, dtype=torch.float64)
+    res = L.explain(model, x, target=1, bias_factor=1.0)
+    assert res.input.shape == x.shape
+    torch.testing.assert_close(res.score, model(x)[:, 1].detach())
+    # with bias_factor 1 every share is kept: inputs + initial states = score
+    gap = (res.input.flatten(1).sum(1) + res.initial - res.score).abs().max().item()
+    assert gap < 1e-10
 
 
 def test_unsupported_configurations_raise():
-    x = torch.randn(2, 4, 3)
-    with pytest.raises(ValueError, match="num_layers"):
-        L.explain(_TwoLayer(num_layers=2, batch_first=True), x)
-    with pytest.raises(ValueError, match="proj_size"):
-        model = _TwoLayer(batch_first=True, proj_size=2)
-        model.linear = nn.Linear(4, 1)
-        L.explain(model, x)
-    with pytest.raises(ValueError, match="batch_first"):
-        L.explain(_TwoLayer(batch_first=False), x)
-    bad = L.LSTMRegressor(3, 4)
-    bad.extra = nn.Conv1d(3, 3, 1)
-    with pytest.raises(TypeError, match="extra"):
-        L.explain(bad, x)
-    with pytest.raises(TypeError, match="one nn.Linear"):
-        two = L.LSTMRegressor(3, 4)
-        two.head = nn.Linear(1, 1)
-        L.explain(two, x)
+    model = nn.Sequential()
+    model.lstm = nn.LSTM(3, 4, batch_first=True, proj_size=2)
+
+    class Proj(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(3, 4, batch_first=True, proj_size=2)
+            self.linear = nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.linear(self.lstm(x)[1][0][0])
+
+    with pytest.raises(TypeError, match="proj_size"):
+        L.explain(Proj(), torch.randn(2, 4, 3))
 
 
 def test_bad_inputs_raise():
@@ -286,9 +301,9 @@ def test_bad_inputs_raise():
         L.explain(model, tokens, lengths + 5)
     with pytest.raises(ValueError, match="lengths must be"):
         L.explain(model, tokens, lengths[:2])
-    with pytest.raises(ValueError, match="target out of range"):
+    with pytest.raises(ValueError, match="target 3 is out of range"):
         L.explain(model, tokens, lengths, target=3)
-    with pytest.raises(ValueError, match="target must"):
+    with pytest.raises(ValueError, match="target has 2 entries"):
         L.explain(model, tokens, lengths, target=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="rule"):
         L.explain(model, tokens, lengths, rule="gamma")
@@ -322,7 +337,7 @@ def test_gradient_and_ig_and_occlusion():
     assert occ[2, 2:].abs().max().item() == 0.0  # padding gets nothing
     only_value = L.occlusion(model, x, lengths, 0, dims=[0])
     assert only_value.shape == (3, 6, 1)
-    with pytest.raises(ValueError, match="dims"):
+    with pytest.raises(ValueError, match="features must lie"):
         L.occlusion(model, x, lengths, 0, dims=[3])
 
 
@@ -432,3 +447,39 @@ def test_users_own_model():
     assert (L.scores(model, tokens, lengths) - expected).abs().max().item() < 1e-6
     res = L.explain(model, tokens, lengths, target=0, bias_factor=1.0)
     assert (res.tokens.sum(1) + res.initial - res.score).abs().max().item() < 1e-10
+
+
+class _SameFunction(nn.Module):
+    """The bidirectional classifier's function, written differently: it reads the output
+    sequence (not h_n), puts the backward direction first and uses the columns of the
+    output layer in that order."""
+
+    def __init__(self, clf: L.LSTMClassifier):
+        super().__init__()
+        self.emb, self.rnn = clf.embedding, clf.lstm
+        hidden = clf.lstm.hidden_size
+        self.head = nn.Linear(2 * hidden, clf.linear.out_features)
+        with torch.no_grad():
+            w = clf.linear.weight
+            self.head.weight.copy_(torch.cat([w[:, hidden:], w[:, :hidden]], 1))
+            self.head.bias.copy_(clf.linear.bias)
+
+    def forward(self, tokens):
+        out, _ = self.rnn(self.emb(tokens))
+        hidden = self.rnn.hidden_size
+        feat = torch.cat([out[:, 0, hidden:], out[:, -1, :hidden]], dim=1)
+        return self.head(feat)
+
+
+def test_same_function_written_differently_gets_the_same_relevance():
+    clf = _classifier(True).double()
+    tokens, _ = _batch(lengths=(7, 7, 7))
+    other = _SameFunction(clf).double()
+    torch.testing.assert_close(other(tokens), clf(tokens))
+    a = L.explain(clf, tokens, None, target=1)
+    b = L.explain(other, tokens, None, target=1)
+    torch.testing.assert_close(b.input, a.input, atol=1e-12, rtol=0)
+    r_numpy = torch.stack([torch.as_tensor(reference_lrp(clf, clf.embedding.weight.detach()
+                                                         [tokens[k]].numpy(), 1)[0])
+                           for k in range(3)])
+    torch.testing.assert_close(a.input, r_numpy.to(a.input.dtype), atol=1e-10, rtol=0)

@@ -8,20 +8,21 @@ from torch import nn
 
 import lrp_teach as lt
 from lrp_teach.datasets import load_digits
-from lrp_teach.models import count_parameters, digits_cnn, digits_mlp
+from lrp_teach.models import BasicBlock, count_parameters, digits_cnn, digits_mlp, digits_resnet
 from lrp_teach.pretrained import PretrainedError, entry, sha256
 from lrp_teach.train import RECIPES, _discover
 from lrp_teach.train.digits import (
     WATERMARK,
     accuracy,
     train_digits_cnn,
+    train_digits_resnet,
     watermark_flip_rate,
     watermark_train_set,
 )
 
 torch.set_num_threads(1)
 
-NAMES = ["digits_mlp", "digits_cnn", "digits_cnn_watermark"]
+NAMES = ["digits_mlp", "digits_cnn", "digits_cnn_watermark", "digits_resnet"]
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Sequential)
 
 
@@ -45,6 +46,31 @@ def test_architectures():
     assert cnn.eval()(torch.rand(3, 1, 16, 16)).shape == (3, 10)
 
 
+def test_resnet_architecture():
+    net = digits_resnet().eval()
+    assert 30_000 <= count_parameters(net) < 60_000
+    blocks = [m for m in net.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 3
+    assert blocks[0].downsample is None  # identity skip
+    for block in blocks[1:]:  # stride 2: a 1x1 conv + BatchNorm on the skip
+        assert block.conv1.stride == (2, 2)
+        conv, bn = block.downsample
+        assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (2, 2)
+        assert isinstance(bn, nn.BatchNorm2d)
+    assert not isinstance(net, nn.Sequential)
+    assert net(torch.rand(3, 1, 16, 16)).shape == (3, 10)
+    assert net(torch.rand(2, 1, 8, 8)).shape == (2, 10)  # the global pool takes any size
+
+
+def test_resnet_block_adds_the_skip_before_the_last_relu():
+    torch.manual_seed(0)
+    for block in (BasicBlock(4, 4).eval(), BasicBlock(4, 6, stride=2).eval()):
+        x = torch.randn(2, 4, 6, 6)
+        residual = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
+        skip = x if block.downsample is None else block.downsample(x)
+        assert torch.allclose(block(x), torch.relu(residual + skip), atol=1e-6)
+
+
 def test_builders_reject_bad_arguments():
     with pytest.raises(ValueError, match="hidden"):
         digits_mlp(hidden=(100,))
@@ -52,6 +78,10 @@ def test_builders_reject_bad_arguments():
         digits_cnn(size=10)
     with pytest.raises(ValueError, match="channels"):
         digits_cnn(channels=(0, 4))
+    with pytest.raises(ValueError, match="strides"):
+        digits_resnet(channels=(8, 16), strides=(1, 3))
+    with pytest.raises(ValueError, match="channels"):
+        digits_resnet(channels=(), strides=())
 
 
 def test_recipes_registered():
@@ -104,14 +134,25 @@ def test_watermark_train_set_marks_only_the_target_class(digits16):
     assert torch.equal(x[~marked], digits16.x_train[~marked])
 
 
-def test_recipe_is_deterministic_and_reproduces_the_manifest():
-    first = train_digits_cnn(seed=0, save=False)
-    second = train_digits_cnn(seed=0, save=False)
+@pytest.mark.parametrize(("name", "train"), [("digits_cnn", train_digits_cnn),
+                                            ("digits_resnet", train_digits_resnet)])
+def test_recipe_is_deterministic_and_reproduces_the_manifest(name, train):
+    first = train(seed=0, save=False)
+    second = train(seed=0, save=False)
     for (k, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     data = load_digits(size=16)
-    stated = entry("digits_cnn")["metrics"]["test_accuracy"]
+    stated = entry(name)["metrics"]["test_accuracy"]
     assert accuracy(first, data.x_test, data.y_test) == pytest.approx(stated, abs=0.01)
+
+
+def test_resnet_ships_with_its_batchnorm_layers():
+    net = lt.pretrained.load("digits_resnet")
+    bns = [name for name, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 9  # stem, two per block, two downsample branches
+    assert all(not m.training for m in net.modules())
+    # trained running statistics, not the initial ones
+    assert not torch.allclose(net.bn1.running_var, torch.ones_like(net.bn1.running_var))
 
 
 def test_corrupt_weights_are_refused(tmp_path, monkeypatch):

@@ -65,3 +65,16 @@ def test_shipped_manifest_hashes_match_files():
         assert lt.pretrained.sha256(root / entry["file"]) == entry["sha256"], name
         assert entry["command"] == f"python -m lrp_teach.train {name}"
         assert entry["metrics"], f"{name}: the manifest must record the accuracy reached"
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_resnet"])
+def test_shipped_image_models_load_verified_and_in_eval_mode(name):
+    assert name in lt.pretrained.available()
+    entry = lt.pretrained.entry(name)
+    assert entry["builder"] == f"lrp_teach.models:{name}"
+    assert entry["data"] == "load_digits(size=16)"
+    model = lt.pretrained.load(name)
+    assert not any(m.training for m in model.modules())
+    state = lt.pretrained.load_state_dict(name)
+    assert state.keys() == model.state_dict().keys()
+    assert model(torch.rand(2, 1, 16, 16)).shape == (2, 10)

@@ -205,7 +205,7 @@ def test_g_relevance_matches_the_layerwise_reference(data, random_model):
 
 
 def test_words_equal_the_lstm_modules_explanation(data, random_model):
-    """Word relevance = lt.lstm.explain of each unit of q, weighted by R_q / q (linearity)."""
+    """Word relevance = the explicit per-step LSTM-LRP of each unit of q, weighted by R_q / q."""
     image, tokens, lengths, _ = data.batch(torch.arange(3))
     m = random_model
     R = vqa.explain(m, image.double(), tokens, lengths)
@@ -223,7 +223,8 @@ def test_words_equal_the_lstm_modules_explanation(data, random_model):
     ident = Identity()
     expected = torch.zeros_like(R.words)
     for k in range(hidden):
-        rel = lt.lstm.explain(ident, tokens, lengths, target=torch.full((3,), k), eps=1e-3)
+        rel = lt.lstm.explain_steps(ident, tokens, lengths, target=torch.full((3,), k),
+                                    epsilon=1e-3)
         # explain(target=k) starts from R = q_k, and the identity read-out's ε-rule hands
         # q_k^2 / (q_k + ε sign q_k) to unit k; rescale that to the R_{q_k} of the RN
         qk = q[:, k]

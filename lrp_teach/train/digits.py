@@ -1,5 +1,5 @@
-"""Training recipes for the digits models: ``digits_mlp``, ``digits_cnn`` and the Clever Hans
-model ``digits_cnn_watermark``.
+"""Training recipes for the digits models: ``digits_mlp``, ``digits_cnn``, the residual network
+``digits_resnet`` and the Clever Hans model ``digits_cnn_watermark``.
 
 ``python -m lrp_teach.train digits_cnn`` trains the model on one CPU thread in seconds,
 evaluates it on the generated test split and ships the weights with
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..datasets.digits import add_watermark, load_digits
-from ..models import digits_cnn, digits_mlp
+from ..models import digits_cnn, digits_mlp, digits_resnet
 from . import register
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "train_digits_cnn",
     "train_digits_cnn_watermark",
     "train_digits_mlp",
+    "train_digits_resnet",
     "watermark_train_set",
     "watermark_flip_rate",
 ]
@@ -41,6 +42,7 @@ WATERMARK: dict[str, Any] = {"target": 3, "patch": 3, "corner": "bottom-right", 
 
 register("digits_mlp", "lrp_teach.train.digits:train_digits_mlp")
 register("digits_cnn", "lrp_teach.train.digits:train_digits_cnn")
+register("digits_resnet", "lrp_teach.train.digits:train_digits_resnet")
 register("digits_cnn_watermark", "lrp_teach.train.digits:train_digits_cnn_watermark")
 
 
@@ -137,6 +139,25 @@ def train_digits_cnn(seed: int = 0, save: bool = True) -> nn.Module:
         from ..pretrained import save as save_weights
 
         save_weights("digits_cnn", model, builder="lrp_teach.models:digits_cnn",
+                     metrics=metrics, extra={"data": "load_digits(size=16)"})
+    return model
+
+
+def train_digits_resnet(seed: int = 0, save: bool = True) -> nn.Module:
+    """Train the small residual network on 16x16 digits in [0, 1] and ship it.
+
+    The weights are shipped with their BatchNorm layers (chapter 5 canonizes them).
+    """
+    data = load_digits(size=16)
+    torch.manual_seed(seed)
+    model = fit(digits_resnet(), data.x_train, data.y_train, epochs=15, seed=seed)
+    metrics = {"test_accuracy": accuracy(model, data.x_test, data.y_test),
+               "train_accuracy": accuracy(model, data.x_train, data.y_train)}
+    print(f"digits_resnet: test accuracy {metrics['test_accuracy']:.4f}")
+    if save:
+        from ..pretrained import save as save_weights
+
+        save_weights("digits_resnet", model, builder="lrp_teach.models:digits_resnet",
                      metrics=metrics, extra={"data": "load_digits(size=16)"})
     return model
 
