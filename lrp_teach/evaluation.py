@@ -23,13 +23,17 @@ from .engine.state import preserved
 __all__ = [
     "RandomizationResult",
     "aopc",
+    "bootstrap_interval",
     "cascading_randomization",
     "deletion_curve",
+    "mean_se",
     "model_randomization",
+    "paired_difference",
     "perturbation_curve",
     "perturbation_curve_loop",
     "pointing_game",
     "pool",
+    "ranking_stability",
     "region_map",
     "region_order",
     "region_relevance",
@@ -486,6 +490,131 @@ def model_randomization(model: nn.Module, x: torch.Tensor,
     return RandomizationResult(layers, {}, stacked, absolute).rescore(absolute)
 
 
+# ----------------------------------------------------------------------------- uncertainty
+def mean_se(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard error of the mean of a 1-d sample.
+
+    .. math:: \\bar v = \\tfrac1n \\textstyle\\sum_i v_i, \\qquad
+              \\mathrm{se} = \\frac{s}{\\sqrt n}, \\quad
+              s^2 = \\tfrac{1}{n-1} \\textstyle\\sum_i (v_i - \\bar v)^2
+
+    Two methods whose mean scores differ by less than two standard errors (of the paired
+    difference, :func:`paired_difference`) are a tie in this book.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        One value per case (image, seed, ...), shape ``(n,)`` with ``n >= 2``.
+
+    Returns
+    -------
+    (float, float)
+        :math:`\\bar v` and its standard error.
+    """
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if len(v) < 2:
+        raise ValueError(f"need at least two values for a standard error, got {len(v)}")
+    return v.mean().item(), (v.std() / math.sqrt(len(v))).item()
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard error of the per-case difference ``a - b`` (a paired comparison).
+
+    Scores of two methods on the *same* images are correlated; the standard error of the
+    difference of the two means is that of the per-image differences, usually much smaller
+    than the two per-method errors combined.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Scores of two methods on the same cases, shape ``(n,)``.
+
+    Returns
+    -------
+    (float, float)
+        Mean of ``a - b`` and its standard error.
+    """
+    a = torch.as_tensor(a, dtype=torch.float64).flatten()
+    b = torch.as_tensor(b, dtype=torch.float64).flatten()
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    return mean_se(a - b)
+
+
+def bootstrap_interval(values: torch.Tensor | tuple[torch.Tensor, ...],
+                       statistic: Callable[..., torch.Tensor] | None = None, *,
+                       samples: int = 2000, level: float = 0.95, seed: int = 0
+                       ) -> tuple[float, float]:
+    """Percentile bootstrap interval of a statistic over cases.
+
+    The cases (first dimension) are drawn with replacement ``samples`` times; the interval
+    holds the central ``level`` share of the statistic over the resamples
+    :cite:`efron1993bootstrap`. With several tensors (e.g. the two interactions of each
+    question) the same cases are drawn for all of them.
+
+    Parameters
+    ----------
+    values : torch.Tensor or tuple of torch.Tensor
+        Per-case values, first dimension ``n``.
+    statistic : callable or None
+        Maps resampled values of shape ``(samples, n, ...)`` (one argument per tensor) to one
+        value per resample, shape ``(samples,)``; None: the mean.
+    samples, level, seed : int, float, int
+        Resamples, coverage and seed.
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper end of the interval.
+    """
+    vals = values if isinstance(values, tuple) else (values,)
+    vals = tuple(torch.as_tensor(v, dtype=torch.float64) for v in vals)
+    n = len(vals[0])
+    if n < 2 or any(len(v) != n for v in vals):
+        raise ValueError("need at least two cases, the same number in every tensor")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(n, (samples, n), generator=generator)
+    stat = statistic or (lambda v: v.mean(1))
+    boot = stat(*(v[index] for v in vals)).double()
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(boot, q).tolist()
+    return lo, hi
+
+
+def ranking_stability(scores: dict[str, torch.Tensor], *, samples: int = 2000,
+                      higher_is_better: bool = True, seed: int = 0) -> dict[str, float]:
+    """How often each method comes out first when the cases are resampled.
+
+    A bootstrap of the ranking: the cases are drawn with replacement, the methods are
+    ranked by their mean score on the resample, and the share of resamples in which each
+    method is first is returned. A winner that is first in, say, 99% of the resamples does
+    not owe its place to a few images.
+
+    Parameters
+    ----------
+    scores : dict
+        Method name -> per-case scores, all of shape ``(n,)`` on the same cases.
+    samples, seed : int
+        Resamples and seed.
+    higher_is_better : bool
+        Whether the largest mean wins.
+
+    Returns
+    -------
+    dict
+        Method name -> share of resamples in which it is first (the shares add up to 1).
+    """
+    names = list(scores)
+    table = torch.stack([torch.as_tensor(scores[k], dtype=torch.float64) for k in names], 1)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(len(table), (samples, len(table)), generator=generator)
+    means = table[index].mean(1)  # (samples, methods)
+    first = (means if higher_is_better else -means).argmax(1)
+    counts = torch.bincount(first, minlength=len(names)).double() / samples
+    return dict(zip(names, counts.tolist(), strict=True))
 @torch.no_grad()
 def deletion_curve(model: nn.Module, inputs, relevance: torch.Tensor, target: torch.Tensor,
                    n_steps: int, *, order: str = "most",

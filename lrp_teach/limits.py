@@ -28,6 +28,7 @@ __all__ = [
     "manipulate",
     "map_correlation",
     "region_share",
+    "same_norm_noise",
     "softplus_copy",
     "stability",
     "train_without_shortcut",
@@ -178,7 +179,7 @@ def _gxi(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
 def manipulate(model: nn.Module, x: torch.Tensor, target_map: torch.Tensor, *,
                beta: float = 10.0, steps: int = 300, lr: float = 1e-3,
                keep_weight: float = 1e-2, low: float = 0.0, high: float = 1.0,
-               seed: int = 0) -> torch.Tensor:
+               seed: int = 0, max_norm: float | torch.Tensor | None = None) -> torch.Tensor:
     """Change an input slightly so that its Gradient x Input map approaches ``target_map``
     while the logits stay put :cite:`dombrowski2019`.
 
@@ -189,7 +190,9 @@ def manipulate(model: nn.Module, x: torch.Tensor, target_map: torch.Tensor, *,
               + \\lambda \\, \\big\\| f(x') - f(x) \\big\\|^2
 
     over :math:`x'` in the box :math:`[l, h]` (``keep_weight`` is :math:`\\lambda`; the
-    class :math:`c` is the one predicted for ``x``).
+    class :math:`c` is the one predicted for ``x``). With ``max_norm`` = :math:`\\rho`, every
+    step is followed by a projection onto the ball :math:`\\|x' - x\\|_2 \\le \\rho`, so the
+    change stays small by construction.
 
     Parameters
     ----------
@@ -205,6 +208,9 @@ def manipulate(model: nn.Module, x: torch.Tensor, target_map: torch.Tensor, *,
         The valid pixel range; ``x'`` is clamped to it after every step.
     seed : int
         Seed of the tiny random start (the result is deterministic).
+    max_norm : float, torch.Tensor of shape (B,) or None
+        Largest allowed :math:`\\ell_2` norm of :math:`x' - x` per input; None: no limit
+        (only the box).
 
     Returns
     -------
@@ -214,6 +220,11 @@ def manipulate(model: nn.Module, x: torch.Tensor, target_map: torch.Tensor, *,
     x = _check_images(x)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    radius = None
+    if max_norm is not None:
+        radius = torch.broadcast_to(torch.as_tensor(max_norm, dtype=x.dtype), (len(x),))
+        if (radius < 0).any():
+            raise ValueError("max_norm must be non-negative")
     smooth = softplus_copy(model, beta)
     for p in smooth.parameters():
         p.requires_grad_(False)
@@ -237,6 +248,10 @@ def manipulate(model: nn.Module, x: torch.Tensor, target_map: torch.Tensor, *,
         loss.backward()
         optimizer.step()
         with torch.no_grad():
+            if radius is not None:  # project onto the ball around x, then into the box
+                delta = (xp - x).flatten(1)
+                scale = (radius / delta.norm(dim=1).clamp(min=1e-30)).clamp(max=1.0)
+                xp.copy_(x + (delta * scale[:, None]).view_as(x))
             xp.clamp_(low, high)
     return xp.detach()
 
@@ -397,3 +412,53 @@ def train_without_shortcut(fraction: float = 0.5, epochs: int = 8, seed: int = 0
     x, _ = augment_watermark(x, WATERMARK, fraction=fraction, seed=seed + 5)
     torch.manual_seed(seed)
     return fit(digits_cnn(), x, data.y_train, epochs=epochs, seed=seed)
+
+
+def same_norm_noise(x: torch.Tensor, norm: torch.Tensor | float, *, low: float = 0.0,
+                    high: float = 1.0, seed: int = 0, iters: int = 30) -> torch.Tensor:
+    """A random change of each input with a given :math:`\\ell_2` norm, inside the box.
+
+    The control for an attack: if noise of the same size changes an explanation as much as
+    the attack, the attack's effect on the explanation is not specific. With a Gaussian
+    direction :math:`d` per input, the scale :math:`s` is found by bisection such that
+
+    .. math:: \\big\\| \\operatorname{clip}_{[l, h]}(x + s\\, d) - x \\big\\|_2 = \\rho,
+
+    so the clamped change has exactly the requested norm :math:`\\rho` (where the box allows
+    it; otherwise the largest one it allows).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Inputs ``(B, ...)`` inside ``[low, high]``.
+    norm : float or torch.Tensor of shape (B,)
+        The target norm :math:`\\rho` per input, e.g.
+        ``(x_adv - x).flatten(1).norm(dim=1)``.
+    low, high : float
+        The valid input range.
+    seed : int
+        Seed of the random directions.
+    iters : int
+        Bisection steps.
+
+    Returns
+    -------
+    torch.Tensor
+        The noisy inputs, of ``x``'s shape.
+    """
+    x = _check_images(x)
+    rho = torch.broadcast_to(torch.as_tensor(norm, dtype=x.dtype), (len(x),))
+    generator = torch.Generator().manual_seed(seed)
+    d = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    d = d / d.flatten(1).norm(dim=1).clamp(min=1e-30).view(-1, *[1] * (x.dim() - 1))
+    lo = torch.zeros(len(x), dtype=x.dtype)
+    hi = torch.full((len(x),), 1.0, dtype=x.dtype) * rho.clamp(min=1e-12) * 64
+
+    def changed(s: torch.Tensor) -> torch.Tensor:
+        return (x + s.view(-1, *[1] * (x.dim() - 1)) * d).clamp(low, high)
+
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        too_small = (changed(mid) - x).flatten(1).norm(dim=1) < rho
+        lo, hi = torch.where(too_small, mid, lo), torch.where(too_small, hi, mid)
+    return changed(hi)

@@ -21,13 +21,16 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "CMAP",
+    "contrast_ratio",
     "draw_architecture",
     "draw_pairs",
     "grid",
     "heatmap",
     "overlay",
     "plot_question",
+    "relative_luminance",
     "symmetric_limit",
+    "text_colour",
     "to_map",
     "words_html",
 ]
@@ -286,6 +289,33 @@ class _HTML:
         return self.data
 
 
+def relative_luminance(rgb: Sequence[float]) -> float:
+    r"""Relative luminance of an sRGB colour with channels in ``[0, 1]`` (WCAG 2).
+
+    .. math:: L = 0.2126\,R + 0.7152\,G + 0.0722\,B, \qquad
+              C = \begin{cases} c / 12.92 & c \le 0.04045 \\
+              ((c + 0.055) / 1.055)^{2.4} & \text{otherwise} \end{cases}
+
+    for each linearized channel :math:`C` of the gamma-encoded value :math:`c`.
+    """
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    r"""WCAG 2 contrast ratio :math:`(L_1 + 0.05) / (L_2 + 0.05)` of two sRGB colours,
+    :math:`L_1 \ge L_2` their relative luminances (1 to 21; body text needs at least 4.5)."""
+    hi, lo = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def text_colour(background: Sequence[float]) -> tuple[float, float, float]:
+    """Black or white, whichever contrasts more with ``background`` (sRGB in ``[0, 1]``)."""
+    black, white = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return black if contrast_ratio(background, black) >= contrast_ratio(background, white) \
+        else white
+
+
 def words_html(
     tokens: Sequence[str],
     relevances: Any,
@@ -294,6 +324,9 @@ def words_html(
     show_values: bool = False,
 ) -> _HTML:
     """Colour each word by its relevance (red positive, blue negative, white zero).
+
+    The text of each word is black or white, whichever contrasts more with its background
+    (:func:`text_colour`), so that dark red and dark blue words stay readable.
 
     Parameters
     ----------
@@ -320,12 +353,14 @@ def words_html(
     spans = []
     for token, value in zip(tokens, values, strict=True):
         r, g, b, _ = CMAP(0.5 + 0.5 * float(np.clip(value / limit, -1, 1)))
-        colour = f"rgb({int(255 * r)},{int(255 * g)},{int(255 * b)})"
+        background = (int(255 * r), int(255 * g), int(255 * b))
+        colour = "rgb({},{},{})".format(*background)
+        ink = "black" if text_colour([c / 255 for c in background])[0] == 0.0 else "white"
         text = html.escape(str(token))
         extra = f"<sub style='font-size:0.6em'>{value:+.2f}</sub>" if show_values else ""
         spans.append(
             f"<span title='{value:+.4f}' style='background-color:{colour};padding:1px 3px;"
-            f"margin:1px;border-radius:3px;color:black'>{text}{extra}</span>"
+            f"margin:1px;border-radius:3px;color:{ink}'>{text}{extra}</span>"
         )
     return _HTML(
         "<div style='line-height:1.9;font-family:sans-serif'>" + " ".join(spans) + "</div>"

@@ -217,3 +217,52 @@ def test_model_training_flag_restored(cnn, images):
     model = copy.deepcopy(cnn).train()
     ev.perturbation_curve(model, images, torch.randn_like(images), patch=4)
     assert all(m.training for m in model.modules())
+
+
+def test_mean_se_and_paired_difference_match_the_formulas():
+    v = torch.tensor([1.0, 2.0, 4.0, 7.0], dtype=torch.float64)
+    m, se = ev.mean_se(v)
+    assert m == pytest.approx(3.5)
+    assert se == pytest.approx(v.std().item() / 2)
+    a = torch.tensor([5.0, 6.0, 7.0, 8.0])
+    b = a - torch.tensor([1.0, 1.1, 0.9, 1.0])  # b tracks a: the paired se is tiny
+    d, d_se = ev.paired_difference(a, b)
+    assert d == pytest.approx(1.0)
+    assert d_se < 0.1 < ev.mean_se(a)[1]
+    with pytest.raises(ValueError, match="two values"):
+        ev.mean_se(torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="same shape"):
+        ev.paired_difference(a, b[:3])
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
+    g = torch.Generator().manual_seed(0)
+    small = torch.randn(20, generator=g, dtype=torch.float64)
+    large = torch.randn(2000, generator=g, dtype=torch.float64)
+    lo, hi = ev.bootstrap_interval(small)
+    assert lo < small.mean().item() < hi
+    lo2, hi2 = ev.bootstrap_interval(large)
+    assert hi2 - lo2 < (hi - lo) / 4
+    # for a normal sample the 95% interval is close to mean ± 1.96 se
+    m, se = ev.mean_se(large)
+    assert lo2 == pytest.approx(m - 1.96 * se, abs=0.3 * se)
+    # a ratio statistic on paired tensors resamples the same cases in both
+    a = torch.arange(1.0, 11.0, dtype=torch.float64)
+    lo3, hi3 = ev.bootstrap_interval((a, 2 * a), lambda u, v: u.mean(1) / v.mean(1))
+    assert lo3 == pytest.approx(0.5) and hi3 == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="level"):
+        ev.bootstrap_interval(small, level=1.5)
+
+
+def test_ranking_stability_counts_first_places():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(50, generator=g, dtype=torch.float64)
+    jitter = 1e-3 * torch.randn(50, generator=g, dtype=torch.float64)
+    scores = {"clear winner": base + 5, "tie a": base, "tie b": base + jitter}
+    share = ev.ranking_stability(scores, samples=500)
+    assert share["clear winner"] == 1.0 and sum(share.values()) == pytest.approx(1.0)
+    # the same values in another order: equal means, resamples split the first place
+    share = ev.ranking_stability({"tie a": base, "tie b": base.flip(0)}, samples=500)
+    assert 0.2 < share["tie a"] < 0.8
+    lowest = ev.ranking_stability(scores, samples=100, higher_is_better=False)
+    assert lowest["clear winner"] == 0.0

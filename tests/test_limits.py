@@ -152,3 +152,37 @@ def test_train_without_shortcut_removes_the_flips():
     with torch.no_grad():
         acc = (fixed(data.x_test).argmax(1) == data.y_test).float().mean().item()
     assert acc > 0.96
+
+
+def test_manipulate_respects_max_norm():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 3)).double()
+    x = torch.rand(4, 1, 4, 4, dtype=torch.float64) * 0.5 + 0.25
+    target = torch.zeros(1, 4, 4, dtype=torch.float64)
+    target[0, :2, :2] = 1.0
+    free = limits.manipulate(net, x, target, steps=100, lr=5e-2)
+    radius = torch.tensor([0.05, 0.1, 0.2, 0.4], dtype=torch.float64)
+    capped = limits.manipulate(net, x, target, steps=100, lr=5e-2, max_norm=radius)
+    size_free = (free - x).flatten(1).norm(dim=1)
+    size = (capped - x).flatten(1).norm(dim=1)
+    assert (size <= radius + 1e-12).all()
+    assert (size_free > radius[0]).all()  # without the cap the change is larger
+    assert torch.isclose(size[0], radius[0], rtol=1e-3)  # the cap binds
+    assert capped.min() >= 0 and capped.max() <= 1
+    with pytest.raises(ValueError, match="max_norm"):
+        limits.manipulate(net, x, target, steps=1, max_norm=-1.0)
+
+
+def test_same_norm_noise_has_the_requested_norm_inside_the_box():
+    x = torch.rand(6, 1, 8, 8, dtype=torch.float64)
+    x[:, :, :4] = 0.0  # half of each image on the lower bound: clamping bites
+    rho = torch.linspace(0.1, 1.5, 6, dtype=torch.float64)
+    noisy = limits.same_norm_noise(x, rho, seed=3)
+    assert noisy.shape == x.shape and noisy.min() >= 0 and noisy.max() <= 1
+    assert torch.allclose((noisy - x).flatten(1).norm(dim=1), rho, rtol=1e-6)
+    assert torch.equal(noisy, limits.same_norm_noise(x, rho, seed=3))
+    assert not torch.equal(noisy, limits.same_norm_noise(x, rho, seed=4))
+    # directions are random: the change is not aligned with any fixed map
+    d = (noisy - x).flatten(1)
+    cos = (d[0] @ d[1]) / (d[0].norm() * d[1].norm())
+    assert abs(cos) < 0.5

@@ -66,3 +66,32 @@ def test_words_html_colours_and_escapes():
     assert "title='-1.0000'" in html and "title='+1.0000'" in html
     with pytest.raises(ValueError, match="2 tokens but 1"):
         lt.plot.words_html(["a", "b"], [1.0])
+
+
+def test_contrast_ratio_matches_wcag_reference_values():
+    # WCAG 2: black on white is 21:1, a colour with itself 1:1; mid grey #777 on white ~4.48
+    assert lt.plot.contrast_ratio((0, 0, 0), (1, 1, 1)) == pytest.approx(21.0)
+    assert lt.plot.contrast_ratio((0.3, 0.5, 0.2), (0.3, 0.5, 0.2)) == pytest.approx(1.0)
+    grey = 0x77 / 255
+    assert lt.plot.contrast_ratio((grey,) * 3, (1, 1, 1)) == pytest.approx(4.48, abs=0.01)
+    assert lt.plot.relative_luminance((1, 0, 0)) == pytest.approx(0.2126)
+
+
+def test_word_heatmap_text_is_readable_on_every_background():
+    import re
+
+    # every colour of the map, including the darkest red and blue, with the chosen text colour
+    values = torch.linspace(-1, 1, 41)
+    html = str(lt.plot.words_html([f"w{k}" for k in range(41)], values))
+    styles = re.findall(r"background-color:rgb\((\d+),(\d+),(\d+)\);[^']*color:(black|white)",
+                        html)
+    assert len(styles) == 41
+    worst = min(lt.plot.contrast_ratio([int(c) / 255 for c in rgb],
+                                       (0, 0, 0) if ink == "black" else (1, 1, 1))
+                for *rgb, ink in styles)
+    assert worst >= 4.5
+    inks = {ink for *_, ink in styles}
+    assert inks == {"black", "white"}  # dark ends get white text, light middle black
+    # the top word of a heatmap (full red) is white on dark red
+    top = str(lt.plot.words_html(["top", "low"], torch.tensor([1.0, 0.1])))
+    assert re.search(r"color:white'>top", top) and re.search(r"color:black'>low", top)
