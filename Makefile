@@ -14,11 +14,14 @@ export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# lxt==2.1 (AttnLRP's reference code) is installed without dependencies for the transformer
+# cross-check: its package imports transformers, but the tests read lxt/efficient/rules.py only
+$(STAMP): requirements.txt pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --no-deps lxt==2.1
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	@touch $(STAMP)
 
