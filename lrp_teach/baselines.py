@@ -28,14 +28,18 @@ from .engine.state import preserved
 from .engine.state import resolve_target as _resolve
 
 __all__ = [
+    "ATTENTION_METHODS",
     "EmbeddedModel",
     "HeldInputs",
+    "attention_maps",
+    "attention_rollout",
     "explained",
     "gradient",
     "gradient_x_input",
     "guided_backprop",
     "integrated_gradients",
     "occlusion",
+    "raw_attention",
     "resolve_target",
     "smoothgrad",
 ]
@@ -475,4 +479,122 @@ METHODS: dict[str, Callable[..., torch.Tensor]] = {
     "SmoothGrad": smoothgrad,
     "Occlusion": occlusion,
     "Guided Backprop": guided_backprop,
+}
+
+
+# --------------------------------------------------------------------- attention maps
+class _NoFastPath(TorchFunctionMode):
+    """A mode that changes nothing; inside it torch's transformer layers skip their fused paths.
+
+    ``nn.TransformerEncoderLayer`` and ``nn.MultiheadAttention`` take a fused kernel (which
+    never calls ``self_attn`` and returns no weights) only when no torch-function mode is
+    active, so running under this mode makes every attention call visible to the hooks.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def attention_maps(model: nn.Module, inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The attention weights of every ``nn.MultiheadAttention`` call of ``model(*inputs)``.
+
+    Returns ``(maps, keep)``: ``maps`` lists one ``(B, heads, T, T)`` tensor per call in the
+    order of the forward pass (row ``i`` holds the weights query ``i`` gives the keys, each row
+    sums to 1), and ``keep`` is ``(B, T)``, ``True`` at the positions that are not padding (read
+    from the first call's ``key_padding_mask``; all ``True`` without one).  The model and its
+    outputs are unchanged: the weights are requested from each attention module for this run
+    only (``need_weights=True``, one map per head), and the hooks are removed afterwards.
+    """
+    items = inputs if isinstance(inputs, tuple) else (inputs,)
+    attn = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    if not attn:
+        raise ValueError("attention baselines read the weights of nn.MultiheadAttention "
+                         "modules, and this model has none")
+    maps: list[torch.Tensor] = []
+    masks: list[torch.Tensor | None] = []
+
+    def pre(module, args, kwargs):
+        kwargs = dict(kwargs)
+        kwargs["need_weights"], kwargs["average_attn_weights"] = True, False
+        masks.append(kwargs.get("key_padding_mask"))
+        return args, kwargs
+
+    def post(module, args, kwargs, output):
+        weights = output[1]
+        if weights is None:
+            raise RuntimeError("an attention module returned no weights")
+        maps.append(weights.detach() if weights.dim() == 4 else weights.detach()[:, None])
+
+    handles = [h for m in attn for h in (m.register_forward_pre_hook(pre, with_kwargs=True),
+                                         m.register_forward_hook(post, with_kwargs=True))]
+    try:
+        with torch.no_grad(), _eval(model), _NoFastPath():
+            model(*items)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not maps:
+        raise RuntimeError("no attention module ran in the forward pass")
+    batch, length = maps[0].shape[0], maps[0].shape[-1]
+    mask = masks[0]
+    if mask is None:
+        keep = torch.ones(batch, length, dtype=torch.bool, device=maps[0].device)
+    elif mask.dtype == torch.bool:
+        keep = ~mask
+    else:  # an additive float mask: -inf where a key is masked
+        keep = ~torch.isneginf(mask)
+    return maps, keep
+
+
+def _read_out(rows: torch.Tensor, keep: torch.Tensor, query: int | None) -> torch.Tensor:
+    """One row per input from ``(B, T, T)``: query ``query``, or the mean over real queries."""
+    if query is not None:
+        return rows[:, query]
+    w = keep.to(rows.dtype)
+    return (rows * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+
+
+def raw_attention(model: nn.Module, inputs, target: Target = None, *, layer: int = -1,
+                  query: int | None = None) -> torch.Tensor:
+    """The attention weights of one layer as token scores ``(B, T)``.
+
+    .. math:: R_j = \\frac{1}{H}\\sum_h A^{(l,h)}_{q j}
+
+    averaged over the heads ``h`` of attention call ``layer`` (the last by default), read from
+    query position ``query`` (a classification token) or, with ``query=None``, averaged over
+    the real (not padded) query positions, which suits a model that pools by the mean.  The
+    scores are non-negative and sum to 1 over the tokens.  They do not depend on the class:
+    ``target`` is accepted for the common signature and ignored.
+    """
+    maps, keep = attention_maps(model, inputs)
+    return _read_out(maps[layer].mean(1), keep, query)
+
+
+def attention_rollout(model: nn.Module, inputs, target: Target = None, *,
+                      query: int | None = None, residual: float = 0.5) -> torch.Tensor:
+    """Attention rollout :cite:`abnar2020attention` as token scores ``(B, T)``.
+
+    Each layer's head-averaged attention is mixed with the identity that the residual
+    connection adds, :math:`\\hat A^{(l)} = (1 - \\rho) A^{(l)} + \\rho I` with
+    :math:`\\rho` = ``residual`` (0.5 in the paper), and the layers are multiplied from the
+    input upwards, :math:`\\tilde A = \\hat A^{(L)} \\cdots \\hat A^{(1)}`.  Every row of
+    :math:`\\tilde A` sums to 1; its row ``query`` (or, with ``query=None``, the mean of the rows
+    of the real positions) are the scores.  Like :func:`raw_attention`, the result does not
+    depend on ``target``.
+    """
+    if not 0.0 <= residual <= 1.0:
+        raise ValueError(f"residual must lie in [0, 1], got {residual}")
+    maps, keep = attention_maps(model, inputs)
+    length = maps[0].shape[-1]
+    eye = torch.eye(length, dtype=maps[0].dtype, device=maps[0].device)
+    rolled = eye.expand(maps[0].shape[0], length, length)
+    for a in maps:
+        rolled = ((1.0 - residual) * a.mean(1) + residual * eye) @ rolled
+    return _read_out(rolled, keep, query)
+
+
+#: The attention baselines by name (they need ``nn.MultiheadAttention`` modules).
+ATTENTION_METHODS: dict[str, Callable[..., torch.Tensor]] = {
+    "Raw attention": raw_attention,
+    "Attention rollout": attention_rollout,
 }

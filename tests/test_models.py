@@ -170,3 +170,42 @@ def test_corrupt_weights_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("LRP_TEACH_DATA", str(tmp_path))
     with pytest.raises(PretrainedError, match="corrupt"):
         lt.pretrained.load("digits_mlp")
+
+
+# ----------------------------------------------------------- the sentiment transformer
+def test_sentiment_transformer_ships_verified_with_its_accuracy():
+    from lrp_teach.train.lstm_models import sentiment_test_data
+
+    info = entry("sentiment_transformer")
+    assert info["command"] == "python -m lrp_teach.train sentiment_transformer"
+    assert sha256(lt.pretrained.data_dir() / info["file"]) == info["sha256"]
+    model = lt.pretrained.load("sentiment_transformer")
+    layers = [m for m in model.modules() if isinstance(m, nn.TransformerEncoderLayer)]
+    assert len(layers) == 2 and all(m.self_attn.batch_first for m in layers)
+    assert not any(m.training for m in model.modules())
+    test = sentiment_test_data()
+    with torch.no_grad():
+        pred = model(test.tokens).argmax(1)
+    acc = (pred == test.clean_labels).float().mean().item()
+    assert acc >= 0.95
+    assert acc == pytest.approx(info["metrics"]["test_accuracy"], abs=1e-3)
+    # padding is masked: a sentence alone and inside a padded batch give the same logits
+    k = int(test.lengths.argmin())
+    n = int(test.lengths[k])
+    with torch.no_grad():
+        alone, batched = model(test.tokens[k : k + 1, :n]), model(test.tokens[k : k + 1])
+    torch.testing.assert_close(alone, batched, rtol=0, atol=1e-5)
+
+
+def test_sentiment_transformer_retrains_to_the_shipped_bytes(tmp_path, monkeypatch):
+    import shutil
+
+    from lrp_teach.train.transformer_models import train_sentiment_transformer
+
+    shipped = entry("sentiment_transformer")
+    shutil.copy(lt.pretrained.data_dir() / "MANIFEST.json", tmp_path / "MANIFEST.json")
+    monkeypatch.setenv("LRP_TEACH_DATA", str(tmp_path))
+    train_sentiment_transformer(seed=0)  # writes into tmp_path, never into data/
+    again = entry("sentiment_transformer")
+    assert again["sha256"] == shipped["sha256"]
+    assert again["metrics"] == shipped["metrics"]
