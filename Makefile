@@ -39,7 +39,7 @@ notebooks: venv
 	$(BIN)/pytest -q --nbval-lax --nbval-current-env book/
 
 student-copies: venv
-	$(BIN)/python -m lrp_teach.labs student book/0*.ipynb -o labs --keep-existing
+	$(BIN)/python -m lrp_teach.labs student book/[0-9]*.ipynb -o labs --keep-existing
 
 labs: student-copies
 	$(BIN)/pytest -q -m student tests

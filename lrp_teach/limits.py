@@ -1,4 +1,4 @@
-"""Helpers for chapter 9, "Limitations and outlook".
+"""Helpers for chapter 10, "Limitations and outlook".
 
 The chapter teaches what heatmaps cannot say, how explanations react to small input changes
 and how they can be manipulated; the machinery it needs but does not teach lives here:

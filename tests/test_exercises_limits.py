@@ -1,4 +1,4 @@
-"""The chapter 9 checker accepts the reference and rejects typical mistakes with a clear message."""
+"""The chapter 10 checker accepts the reference and names typical mistakes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of lrp_teach.limits, the helpers of chapter 9."""
+"""Tests of lrp_teach.limits, the helpers of chapter 10."""
 
 from __future__ import annotations
 

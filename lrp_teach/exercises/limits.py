@@ -1,4 +1,4 @@
-"""Checkers for chapter 9, "Limitations and outlook"."""
+"""Checkers for chapter 10, "Limitations and outlook"."""
 
 from __future__ import annotations
 
