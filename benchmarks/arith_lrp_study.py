@@ -42,7 +42,7 @@ from torch import nn
 
 from lrp_teach import lstm
 from lrp_teach.datasets.arithmetic import ground_truth_scores, make_arithmetic
-from lrp_teach.train.lstm_models import ARITH, build_arith_lstm
+from lrp_teach.train.lstm_models import ARITH, build_arith_lstm, fit_arith
 from lrp_teach.utils import seed_everything
 
 CONFIGS = {
@@ -68,21 +68,7 @@ def run(seed: int = 0, epochs: int = 30, hidden: int = ARITH["hidden"], shift: f
     seed_everything(seed)
     train = _data(ARITH["train_size"], seed + 1, shift)
     test = _data(300, ARITH["test_seed"], shift)
-    model = build_arith_lstm(hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    batch = 100
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(train) // batch)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(train), generator=gen)
-        for k in range(0, len(train), batch):
-            idx = perm[k : k + batch]
-            loss = nn.functional.mse_loss(model(train.x[idx])[:, 0], train.y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
+    model = fit_arith(build_arith_lstm(hidden), train, epochs=epochs, seed=seed)
     with torch.no_grad():
         mse = nn.functional.mse_loss(model(test.x)[:, 0], test.y).item()
     res = lstm.explain(model, test.x, target=0)

@@ -61,15 +61,10 @@ def sentiment_test_data():
     return make_sentiment(SENTIMENT["test_size"], seed=SENTIMENT["test_seed"])
 
 
-def _train_arith(op: str, seed: int) -> None:
-    seed_everything(seed)
-    train = make_arithmetic(ARITH["train_size"], op=op, length=ARITH["length"], seed=seed + 1)
-    test = make_arithmetic(
-        ARITH["test_size"], op=op, length=ARITH["length"], seed=ARITH["test_seed"]
-    )
-    model = build_arith_lstm(ARITH["hidden"])
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    epochs, batch = 30, 100
+def fit_arith(model: nn.Module, train, *, epochs: int, seed: int, batch: int = 100,
+              lr: float = 5e-3) -> nn.Module:
+    """Adam with a cosine schedule on the squared error of the toy arithmetic regressor."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(train) // batch)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -81,7 +76,16 @@ def _train_arith(op: str, seed: int) -> None:
             loss.backward()
             opt.step()
             sched.step()
-    model.eval()
+    return model.eval()
+
+
+def _train_arith(op: str, seed: int) -> None:
+    seed_everything(seed)
+    train = make_arithmetic(ARITH["train_size"], op=op, length=ARITH["length"], seed=seed + 1)
+    test = make_arithmetic(
+        ARITH["test_size"], op=op, length=ARITH["length"], seed=ARITH["test_seed"]
+    )
+    model = fit_arith(build_arith_lstm(ARITH["hidden"]), train, epochs=30, seed=seed)
     with torch.no_grad():
         mse = nn.functional.mse_loss(model(test.x)[:, 0], test.y).item()
         var = test.y.var().item()
