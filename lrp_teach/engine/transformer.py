@@ -129,6 +129,16 @@ def _norm_module(engine):
     return top, (engine.path(top) if top is not None else "norm")
 
 
+def _norm_result(engine, x_in: Tensor, y: Tensor, rule: str) -> Tensor:
+    """Record a normalisation call for the report and tag its output."""
+    module, path = _norm_module(engine)
+    _record(engine, path, module, rule, [x_in], [y])
+    if engine.record:  # the report reads y itself; the model may change its copy in place
+        y = y.clone()
+    engine.tags[y] = _DEP
+    return y
+
+
 def layer_norm_call(engine, func, args, kwargs):
     """``F.layer_norm`` with the identity rule on the normalisation (std held constant)."""
     x = _arg(args, kwargs, 0, "input")
@@ -143,12 +153,7 @@ def layer_norm_call(engine, func, args, kwargs):
     b = None if b is None else b.detach().to(x.dtype)
     x_in = _node(engine, x)
     y = _LayerNorm.apply(x_in, shape, w, b, eps)
-    module, path = _norm_module(engine)
-    _record(engine, path, module, "identity (std constant)", [x_in], [y])
-    if engine.record:  # the report reads y itself; the model may change its copy in place
-        y = y.clone()
-    engine.tags[y] = _DEP
-    return y
+    return _norm_result(engine, x_in, y, "identity (std constant)")
 
 
 def rms_norm_call(engine, func, args, kwargs):
@@ -165,12 +170,7 @@ def rms_norm_call(engine, func, args, kwargs):
     w = None if w is None else w.detach().to(x.dtype)
     x_in = _node(engine, x)
     y = _RMSNorm.apply(x_in, shape, w, eps)
-    module, path = _norm_module(engine)
-    _record(engine, path, module, "identity (rms constant)", [x_in], [y])
-    if engine.record:  # the report reads y itself; the model may change its copy in place
-        y = y.clone()
-    engine.tags[y] = _DEP
-    return y
+    return _norm_result(engine, x_in, y, "identity (rms constant)")
 
 
 # --------------------------------------------------------------------------- softmax

@@ -168,6 +168,20 @@ def report_forbidden(used: list[str], where: str) -> None:
         )
 
 
+def run_learner(fn: Callable, where: str, inputs: dict[str, Any], package: dict | None = None,
+                **extra: Any) -> Any:
+    """Call ``fn(**inputs, **extra)`` on the caller's copies: report an exception, an input
+    changed in place, or a call into one of the ``package`` functions the exercise forbids."""
+    __tracebackhide__ = True
+    before = snapshot(**inputs)
+    used: list[str] = []
+    with forbidden(used, **(package or {})):
+        got = call(fn, **inputs, **extra, where=where)
+    unchanged(before, where, **inputs)
+    report_forbidden(used, where)
+    return got
+
+
 def check_tensor(what: str, got: object, shape: tuple[int, ...]) -> torch.Tensor:
     """Fail unless ``got`` is a finite tensor of ``shape``; return it detached."""
     __tracebackhide__ = True

@@ -8,14 +8,10 @@ import torch
 
 from .. import lstm
 from ._base import (
-    call,
     check_tensor,
     close,
     fail,
-    forbidden,
-    report_forbidden,
-    snapshot,
-    unchanged,
+    run_learner,
 )
 
 __all__ = ["check_lstm_cell_lrp"]
@@ -105,12 +101,7 @@ def check_lstm_cell_lrp(fn: Callable, n_cases: int = 6) -> None:
                              f"eps = 1e-3, but this case asks for eps = {eps:g}",
                              _step(**case, eps=1e-3)))
         inputs = {k: v.clone() for k, v in case.items()}
-        before = snapshot(**inputs)
-        used: list[str] = []
-        with forbidden(used, **package):
-            got = call(fn, **inputs, eps=eps, where=where)
-        unchanged(before, where, **inputs)
-        report_forbidden(used, where)
+        got = run_learner(fn, where, inputs, package, eps=eps)
         if not isinstance(got, tuple | list) or len(got) != 3:
             fail(f"{where}: return a tuple (R_x, R_h_prev, R_c_prev).")
         names = ["R_x", "R_h_prev", "R_c_prev"]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from ..engine import products
-from ._base import call, check_tensor, close, fail, forbidden, report_forbidden, snapshot, unchanged
+from ._base import check_tensor, close, fail, run_learner
 
 __all__ = ["check_uniform_av"]
 
@@ -81,12 +81,7 @@ def check_uniform_av(fn: Callable, n_cases: int = 6) -> None:
         variants.append(("your function ignores its `eps` argument: it gives the result of "
                          f"eps = 0, but this case asks for eps = {eps:g}", _rule(**case, eps=0.0)))
         inputs = {k: v.clone() for k, v in case.items()}
-        before = snapshot(**inputs)
-        used: list[str] = []
-        with forbidden(used, **package):
-            got = call(fn, **inputs, eps=eps, where=where)
-        unchanged(before, where, **inputs)
-        report_forbidden(used, where)
+        got = run_learner(fn, where, inputs, package, eps=eps)
         if not isinstance(got, tuple | list) or len(got) != 2:
             fail(f"{where}: return a tuple (R_A, R_v).")
         got = [check_tensor(f"{where}, {n}", t, e.shape).double()
