@@ -277,14 +277,28 @@ def aopc(curves: torch.Tensor, cumulative: bool = False) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ ground-truth metrics
-POOLINGS = ("sum,pos", "sum,abs", "max-norm", "l2-norm")
+#: The six channel poolings of the CLEVR-XAI evaluation code :cite:`arras2022clevrxai`.
+POOLINGS = ("sum,abs", "sum,pos", "max-norm", "l1-norm", "l2-norm", "l2-norm,sq")
 
 
 def pool(R: torch.Tensor, pooling: str = "sum,pos") -> torch.Tensor:
-    """Pool relevance over channels into a non-negative map :cite:`arras2022clevrxai`.
+    """Pool relevance over channels into one non-negative value per pixel.
 
-    ``"sum,pos"``: :math:`\\max(0, \\sum_c R_c)`; ``"sum,abs"``: :math:`|\\sum_c R_c|`;
-    ``"max-norm"``: :math:`\\max_c |R_c|`; ``"l2-norm"``: :math:`\\sqrt{\\sum_c R_c^2}`.
+    The six poolings of the CLEVR-XAI evaluation code :cite:`arras2022clevrxai`, for the
+    channel relevances :math:`R_c` of one pixel:
+
+    ==============  ==========================================  ==========================
+    pooling         value                                       signs
+    ==============  ==========================================  ==========================
+    ``sum,abs``     :math:`|\\sum_c R_c|`                       cancel within the pixel
+    ``sum,pos``     :math:`\\max(0, \\sum_c R_c)`                negative pixels count 0
+    ``max-norm``    :math:`\\max_c |R_c|`                        ignored
+    ``l1-norm``     :math:`\\sum_c |R_c|`                        ignored
+    ``l2-norm``     :math:`\\sqrt{\\sum_c R_c^2}`                  ignored
+    ``l2-norm,sq``  :math:`\\sum_c R_c^2`                        ignored, large values
+                                                                weigh more
+    ==============  ==========================================  ==========================
+
     Images ``(B, C, H, W)`` give ``(B, H, W)``; maps ``(B, H, W)`` and vectors ``(B, D)``
     are taken as one channel.
     """
@@ -304,7 +318,11 @@ def pool(R: torch.Tensor, pooling: str = "sum,pos") -> torch.Tensor:
         return channels.sum(1).abs()
     if pooling == "max-norm":
         return channels.abs().amax(1)
-    return channels.pow(2).sum(1).sqrt()
+    if pooling == "l1-norm":
+        return channels.abs().sum(1)
+    if pooling == "l2-norm":
+        return channels.pow(2).sum(1).sqrt()
+    return channels.pow(2).sum(1)
 
 
 def _pooled_and_mask(R: torch.Tensor, mask: torch.Tensor, pooling: str):

@@ -18,6 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .evaluation import mean_se
+from .utils import round_floats
+
 __all__ = ["COMPARISON_FILE", "DELETION_STEPS", "METHOD_NAMES", "TransformerClassifier",
            "comparison", "comparison_sentences", "comparison_values", "ground_truth_metrics",
            "mean_se", "per_sentence_deletion", "positions_like", "summarise_comparison",
@@ -144,12 +147,6 @@ def ground_truth_metrics(scores: torch.Tensor, decisive: torch.Tensor) -> dict[s
             "mass": relevance_mass_accuracy(scores, decisive)}
 
 
-def mean_se(values: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard error of the mean of a 1-D tensor."""
-    v = values.double()
-    return float(v.mean()), float(v.std(unbiased=True) / len(v) ** 0.5)
-
-
 # -------------------------------------------- the cached table of the chapter (300 sentences)
 DELETION_STEPS = 4
 COMPARISON_FILE = "transformer_comparison.json"
@@ -206,22 +203,11 @@ def summarise_comparison(values: dict[str, dict[str, torch.Tensor]], rows: slice
     return {"methods": table, "attnlrp_minus": paired}
 
 
-def _round(x):
-    """Floats rounded to 6 decimals, inside dicts and lists."""
-    if isinstance(x, float):
-        return round(x, 6)
-    if isinstance(x, dict):
-        return {k: _round(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_round(v) for v in x]
-    return x
-
-
 def comparison(n: int = 300, check: int = 40) -> dict:
     """The cached comparison of ``benchmarks/transformer_comparison.py`` (rounded to 1e-6)."""
     test, idx = comparison_sentences(n)
     values = comparison_values(idx, test)
-    return _round({
+    return round_floats({
         "n": len(idx), "steps": DELETION_STEPS, "check_n": check,
         "command": f"python benchmarks/transformer_comparison.py --n {n} --check {check}",
         "all": summarise_comparison(values, slice(None)),

@@ -82,3 +82,14 @@ def fit_classifier(
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Share of the samples whose arg-max prediction equals the label."""
     return (model(x).argmax(dim=1) == y).double().mean().item()
+
+
+def round_floats(x, digits: int = 6):
+    """``x`` with every float inside dicts and lists rounded to ``digits`` decimals (for JSON)."""
+    if isinstance(x, float):
+        return round(x, digits)
+    if isinstance(x, dict):
+        return {k: round_floats(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [round_floats(v, digits) for v in x]
+    return x

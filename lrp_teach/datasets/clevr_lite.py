@@ -1,7 +1,11 @@
 """CLEVR-lite: seeded Sort-of-CLEVR scenes with template questions and ground-truth masks.
 
-A scene is a black ``48 x 48`` RGB image with one object of each of five colours (red, green,
-blue, yellow, magenta), each an ``8 x 8`` square, circle or triangle. The image is a ``4 x 4``
+A scene is a ``48 x 48`` RGB image of a grey floor, lit from the top left (a brightness ramp of
+:data:`FLOOR_SHADE` across the image) with seeded pixel noise of standard deviation
+:data:`FLOOR_NOISE`, and on it one object of each of five colours (red, green, blue, yellow,
+magenta), each an ``8 x 8`` square, circle or triangle in a muted colour with a mild shading of
+its own. No pixel is exactly 0 or 1, as in CLEVR's renderings and unlike a black void: a method
+of the form :math:`R_p = x_p c_p` can put relevance on the floor. The image is a ``4 x 4``
 grid of ``12``-pixel cells; every object sits near the centre of its own cell (with a random
 jitter of up to one pixel), so objects never overlap and each cell of a ``4 x 4`` feature map
 holds at most one object. This is the Sort-of-CLEVR set-up of Santoro et al. 2017 (``santoro2017``)
@@ -40,12 +44,16 @@ import torch
 __all__ = [
     "ANSWERS",
     "CELL",
+    "FLOOR",
+    "FLOOR_NOISE",
+    "FLOOR_SHADE",
     "COLOURS",
     "ClevrLite",
     "GRID",
     "IMAGE_SIZE",
     "JITTER",
     "MARGIN",
+    "OBJECT_SHADE",
     "OBJECT_SIZE",
     "QUESTION_TYPES",
     "RELATIONAL",
@@ -72,13 +80,22 @@ OBJECT_SIZE = 8
 JITTER = 1
 MARGIN = 4.0
 
+#: Base colour of each object (RGB in [0, 1]; no channel at 0 or 1).
 COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (1.0, 0.0, 0.0),
-    "green": (0.0, 1.0, 0.0),
-    "blue": (0.0, 0.0, 1.0),
-    "yellow": (1.0, 1.0, 0.0),
-    "magenta": (1.0, 0.0, 1.0),
+    "red": (0.85, 0.12, 0.10),
+    "green": (0.12, 0.75, 0.15),
+    "blue": (0.12, 0.22, 0.90),
+    "yellow": (0.92, 0.85, 0.12),
+    "magenta": (0.82, 0.12, 0.80),
 }
+#: Mean brightness of the grey floor.
+FLOOR = 0.45
+#: The floor's brightness falls by this much from the top-left to the bottom-right corner.
+FLOOR_SHADE = 0.12
+#: Standard deviation of the floor's per-pixel noise (clipped to [0.02, 0.98]).
+FLOOR_NOISE = 0.03
+#: An object's brightness falls by this factor from its top-left to its bottom-right pixel.
+OBJECT_SHADE = 0.2
 COLOUR_NAMES = tuple(COLOURS)
 SHAPES = ("square", "circle", "triangle")
 N_OBJECTS = len(COLOURS)
@@ -174,11 +191,29 @@ def make_scene(rng: np.random.Generator) -> Scene:
     )
 
 
-def render(scene: Scene) -> np.ndarray:
-    """The ``(3, H, W)`` float32 image of ``scene``: black background, pure colours in [0, 1]."""
-    image = np.zeros((3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    for k, mask in enumerate(scene.masks()):
-        image[:, mask] = np.asarray(COLOURS[COLOUR_NAMES[k]], dtype=np.float32)[:, None]
+def render(scene: Scene, noise_seed: int | None = None) -> np.ndarray:
+    """The ``(3, H, W)`` float32 image of ``scene``: shaded grey floor and shaded objects.
+
+    The floor is :data:`FLOOR` minus a linear ramp of total :data:`FLOOR_SHADE` from the
+    top-left to the bottom-right corner, plus Gaussian noise of standard deviation
+    :data:`FLOOR_NOISE` drawn from ``noise_seed`` (none when ``None``), clipped to
+    ``[0.02, 0.98]``. Each object has its colour from :data:`COLOURS`, darkened by up to
+    :data:`OBJECT_SHADE` towards its bottom-right pixel. All values lie strictly in (0, 1).
+    """
+    yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) / (IMAGE_SIZE - 1)
+    floor = FLOOR + FLOOR_SHADE * (0.5 - (xx + yy) / 2)
+    if noise_seed is not None:
+        floor = floor + FLOOR_NOISE * np.random.default_rng(noise_seed).standard_normal(
+            floor.shape).astype(np.float32)
+    image = np.repeat(np.clip(floor, 0.02, 0.98)[None], 3, axis=0).astype(np.float32)
+    oy, ox = np.mgrid[0:OBJECT_SIZE, 0:OBJECT_SIZE].astype(np.float32) / (OBJECT_SIZE - 1)
+    light = 1.0 - OBJECT_SHADE * (ox + oy) / 2
+    for k, shape in enumerate(scene.shapes):
+        y, x = scene.corner(k)
+        footprint = shape_mask(shape)
+        colour = np.asarray(COLOURS[COLOUR_NAMES[k]], dtype=np.float32)
+        patch = image[:, y:y + OBJECT_SIZE, x:x + OBJECT_SIZE]
+        patch[:, footprint] = (colour[:, None, None] * light[None])[:, footprint]
     return image
 
 
@@ -373,7 +408,7 @@ def make_clevr_lite(n_scenes: int, seed: int, margin: float = MARGIN) -> ClevrLi
     for s in range(int(n_scenes)):
         scene = make_scene(rng)
         scenes.append(scene)
-        images.append(render(scene))
+        images.append(render(scene, noise_seed=int(rng.integers(2 ** 31))))
         masks.append(scene.masks())
         for qtype in QUESTION_TYPES:
             for colour in COLOUR_NAMES:

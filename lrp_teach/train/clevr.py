@@ -37,7 +37,7 @@ def accuracy_by_type(model: RelationNetwork, data: ClevrLite,
         for start in range(0, len(data), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(data)))
             image, tokens, lengths, _ = data.batch(idx)
-            predictions.append(model(image, tokens, lengths).argmax(1))
+            predictions.append(model.factored(image, tokens, lengths).argmax(1))
         correct = (torch.cat(predictions) == data.answers).double()
     out = {"accuracy": correct.mean().item()}
     rel = data.relational
@@ -68,7 +68,7 @@ def fit_relation_network(model: RelationNetwork, train: ClevrLite, *, steps: int
     for t in range(steps):
         idx = torch.randint(len(train), (batch_size,), generator=generator)
         image, tokens, lengths, answers = train.batch(idx)
-        loss = F.cross_entropy(model(image, tokens, lengths), answers)
+        loss = F.cross_entropy(model.factored(image, tokens, lengths), answers)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
