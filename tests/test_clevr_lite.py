@@ -43,15 +43,38 @@ def test_split_prefix_and_splits_differ():
 
 
 def test_masks_match_rendered_objects(data):
+    """Object pixels have their colour times the object's shading; all others are floor."""
     colours = torch.tensor([cl.COLOURS[c] for c in cl.COLOUR_NAMES])
+    oy, ox = torch.meshgrid(torch.arange(cl.OBJECT_SIZE), torch.arange(cl.OBJECT_SIZE),
+                            indexing="ij")
+    light = 1 - cl.OBJECT_SHADE * (ox + oy).float() / (2 * (cl.OBJECT_SIZE - 1))
     for s in range(len(data.scenes)):
-        image, masks = data.images[s], data.object_masks[s]
-        lit = image.sum(0) > 0
-        assert torch.equal(lit, masks.any(0)), "object masks must cover exactly the lit pixels"
+        image, masks, scene = data.images[s], data.object_masks[s], data.scenes[s]
+        floor = image[:, ~masks.any(0)]
+        assert torch.equal(floor[0], floor[1]) and torch.equal(floor[0], floor[2]), "grey"
         for k in range(cl.N_OBJECTS):
-            pixels = image[:, masks[k]]
-            assert torch.equal(pixels, colours[k][:, None].expand_as(pixels))
-            assert int(masks[k].sum()) == int(cl.shape_mask(data.scenes[s].shapes[k]).sum())
+            y, x = scene.corner(k)
+            footprint = torch.from_numpy(cl.shape_mask(scene.shapes[k]))
+            patch = image[:, y:y + cl.OBJECT_SIZE, x:x + cl.OBJECT_SIZE]
+            want = colours[k][:, None, None] * light
+            torch.testing.assert_close(patch[:, footprint], want[:, footprint])
+            assert int(masks[k].sum()) == int(footprint.sum())
+            # an object is not grey: its channels differ by far more than the floor's noise
+            assert float((patch[:, footprint].amax(0) - patch[:, footprint].amin(0)).min()) > 0.3
+
+
+def test_floor_is_grey_shaded_and_never_zero(data):
+    x = data.images
+    assert float((x == 0).float().mean()) <= 0.05 and float(x.min()) > 0 and float(x.max()) < 1
+    floor = x[:, 0][~data.object_masks.any(1)]
+    assert abs(float(floor.mean()) - cl.FLOOR) < 0.02
+    assert 0.5 * cl.FLOOR_NOISE < float(floor.std()) < 3 * cl.FLOOR_NOISE
+    # lit from the top left: the top-left quarter is brighter than the bottom-right one
+    free = ~data.object_masks.any(1)
+    top, bottom = x[:, 0, :24, :24][free[:, :24, :24]], x[:, 0, 24:, 24:][free[:, 24:, 24:]]
+    assert float(top.mean() - bottom.mean()) > cl.FLOOR_SHADE / 4
+    # the noise differs from scene to scene
+    assert not torch.equal(x[0, 0][free[0] & free[1]], x[1, 0][free[0] & free[1]])
 
 
 def test_objects_do_not_overlap_and_stay_in_their_cells(data):
@@ -149,4 +172,7 @@ def test_questions_roundtrip_and_bad_input():
 def test_render_is_float_in_unit_box():
     image = cl.render(HAND)
     assert image.dtype == np.float32 and image.shape == (3, cl.IMAGE_SIZE, cl.IMAGE_SIZE)
-    assert image.min() == 0.0 and image.max() == 1.0
+    assert 0.0 < image.min() and image.max() < 1.0
+    noisy = cl.render(HAND, noise_seed=1)
+    assert np.array_equal(noisy, cl.render(HAND, noise_seed=1))
+    assert not np.array_equal(noisy, image)

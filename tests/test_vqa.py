@@ -337,10 +337,14 @@ def test_cnn_composite_changes_only_the_pixel_rules(data, random_model):
                         cnn_composite=lt.composites.EpsilonGamma(gamma=0.25))
     assert torch.allclose(default.objects, gamma.objects)
     assert torch.allclose(default.words, gamma.words)
-    background = ~data.gt_masks(torch.arange(3))["all"]
     # γ at the pixels gives R = x * c, so black pixels get none; z^B gives them some
-    assert gamma.image_map[background].abs().max() == 0
-    assert default.image_map[background].abs().max() > 0
+    x = x.clone()
+    x[:, :, :12, :12] = 0.0
+    default = vqa.explain(random_model, x, tokens, lengths)
+    gamma = vqa.explain(random_model, x, tokens, lengths,
+                        cnn_composite=lt.composites.EpsilonGamma(gamma=0.25))
+    assert gamma.image_map[:, :12, :12].abs().max() == 0
+    assert default.image_map[:, :12, :12].abs().max() > 0
 
 
 def test_centred_logits_keep_the_prediction(data, random_model):
@@ -352,3 +356,150 @@ def test_centred_logits_keep_the_prediction(data, random_model):
     assert torch.equal(out.argmax(1), out_c.argmax(1))
     assert torch.allclose(out.softmax(1), out_c.softmax(1), atol=1e-12)
     assert not torch.equal(random_model.f[-1].weight, centred.f[-1].weight)
+
+
+# ------------------------------------------------------------- evaluation of chapter 8
+
+
+def test_factored_forward_is_the_same_function(data):
+    torch.manual_seed(3)
+    for kwargs in ({}, {"g_layers": 3, "g_units": 32}, {"g_layers": 1}):
+        model = _randomize_batchnorm(vqa.RelationNetwork(**kwargs)).eval().double()
+        image, tokens, lengths, _ = data.batch(torch.arange(5))
+        torch.testing.assert_close(model.factored(image.double(), tokens, lengths),
+                                   model(image.double(), tokens, lengths), rtol=0, atol=1e-12)
+    assert sum(isinstance(m, nn.Linear) for m in vqa.RelationNetwork(g_layers=3).g) == 3
+    with pytest.raises(ValueError, match="g_layers"):
+        vqa.RelationNetwork(g_layers=0)
+
+
+def test_object_share_on_hand_made_maps():
+    all_ = torch.zeros(1, 4, 4, dtype=torch.bool)
+    all_[0, 0, :] = True                       # four object pixels
+    single = torch.zeros_like(all_)
+    single[0, 0, 0] = True
+    R = torch.zeros(1, 4, 4)
+    R[0, 0, 0], R[0, 0, 1], R[0, 3, 3] = 3.0, 1.0, 4.0   # 3 of the 4 on objects is on single
+    out = vqa.ground_truth_scores(R, {"single": single, "all": all_})
+    assert out["share_single"].item() == pytest.approx(0.75)
+    assert out["mass_single"].item() == pytest.approx(3 / 8)
+    assert "share_all" not in out
+    off = torch.zeros(1, 4, 4)
+    off[0, 3, 3] = 1.0                       # nothing on the objects: share 0
+    assert vqa.ground_truth_scores(off, {"single": single, "all": all_})["share_single"] == 0
+
+
+def test_controls(data):
+    image = data.images[:3]
+    assert torch.equal(vqa.image_map(None, image, None, None, None), image)
+    c = vqa.contrast_map(None, image, None, None, None)
+    assert c.shape == (3, cl.IMAGE_SIZE, cl.IMAGE_SIZE) and bool((c >= 0).all())
+    masks = data.object_masks[:3].any(1)
+    assert float(c[masks].mean()) > 5 * float(c[~masks].mean())  # objects stand out
+    flat = torch.full((1, 3, 8, 8), 0.4)
+    assert vqa.contrast_map(None, flat, None, None, None).abs().max() == 0
+
+
+def test_randomized_resets_only_the_named_parts(random_model):
+    model = random_model
+    before = copy.deepcopy(model.state_dict())
+    fg = vqa.randomized(model, ("f", "g"), seed=0)
+    everything = vqa.randomized(model, ("f", "g", "cnn"), seed=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    for name, value in fg.state_dict().items():
+        same = torch.equal(value, before[name])
+        assert same == (not name.startswith(("f.", "g."))), name
+    for name, value in everything.state_dict().items():
+        if name.startswith("cnn.") and "num_batches" not in name:
+            assert not torch.equal(value, before[name]), name
+        if name.startswith(("lstm.", "embedding.")):
+            assert torch.equal(value, before[name]), name
+    assert torch.equal(everything.cnn[1].running_mean, torch.zeros(16, dtype=torch.float64))
+    again = vqa.randomized(model, ("f", "g"), seed=0)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in fg.state_dict().items())
+    with pytest.raises(ValueError, match="parts"):
+        vqa.randomized(model, ("lstm",))
+
+
+def test_balanced_sample():
+    data = cl.load_clevr_lite("test", n_scenes=60)
+    eligible = torch.rand(len(data), generator=torch.Generator().manual_seed(0)) < 0.8
+    idx = vqa.balanced_sample(data, eligible, per_type=12, seed=1)
+    assert len(idx) == 60 and len(set(idx.tolist())) == 60 and bool(eligible[idx].all())
+    assert torch.bincount(data.qtypes[idx]).tolist() == [12] * 5
+    colour_ids = torch.tensor(cl.encode_question(list(cl.COLOUR_NAMES)))
+    named = (data.questions[idx][:, :, None] == colour_ids).any(1).float().argmax(1)
+    for k in range(5):   # 12 = 3 + 3 + 2 + 2 + 2 per colour
+        counts = torch.bincount(named[data.qtypes[idx] == k], minlength=5)
+        assert counts.tolist() == [3, 3, 2, 2, 2]
+    assert int(torch.bincount(data.scene_index[idx]).max()) <= 2   # 60 questions, 60 scenes
+    assert torch.equal(idx, vqa.balanced_sample(data, eligible, per_type=12, seed=1))
+    with pytest.raises(ValueError, match="eligible"):
+        vqa.balanced_sample(data, eligible, per_type=400)
+
+
+def test_conventions(data, random_model, bias_free_model):
+    image, tokens, lengths, _ = data.batch(torch.arange(4))
+    x = image.double()
+    runs = {name: vqa.explain(random_model, x, tokens, lengths, **vqa._convention(key))
+            for name, key in vqa.CONVENTIONS.items()}
+    base = runs["LRP γ + z^B"]
+    for name in ("LRP ε + z⁺", "LRP γ"):            # ε in f and g: the same objects
+        torch.testing.assert_close(runs[name].objects, base.objects)
+        assert not torch.allclose(runs[name].pixels, base.pixels)
+    assert not torch.allclose(runs["LRP α1β0"].objects, base.objects)
+    # α1β0 everywhere on a bias-free model: positive relevance stays positive down to the
+    # pixels, and the pixels and coordinates receive all that reaches the cells
+    for t in range(3):
+        target = torch.full((4,), t)
+        logit = bias_free_model(x, tokens, lengths)[:, t]
+        R = vqa.explain(bias_free_model, x, tokens, lengths, target, **vqa._convention("a1b0"))
+        positive = logit > 0
+        assert bool((R.pixels[positive] >= -1e-12).all())
+        torch.testing.assert_close(R.stages["pixels"], R.stages["cells"], rtol=1e-4,
+                                   atol=1e-10)
+
+
+def test_poolings_known_values():
+    R = torch.tensor([[[[3.0]], [[-4.0]], [[1.0]]]])   # one pixel, channels 3, -4, 1
+    from lrp_teach import evaluation as ev
+
+    want = {"sum,abs": 0.0, "sum,pos": 0.0, "max-norm": 4.0, "l1-norm": 8.0,
+            "l2-norm": 26 ** 0.5, "l2-norm,sq": 26.0}
+    assert set(want) == set(ev.POOLINGS)
+    for pooling, value in want.items():
+        assert ev.pool(R, pooling).item() == pytest.approx(value), pooling
+    R2 = torch.tensor([[[[3.0]], [[-1.0]], [[1.0]]]])
+    assert ev.pool(R2, "sum,abs").item() == 3.0 and ev.pool(-R2, "sum,pos").item() == 0.0
+
+
+def test_evaluation_summary_is_consistent(data, random_model):
+    model = copy.deepcopy(random_model).float()
+    index = vqa.balanced_sample(data, torch.ones(len(data), dtype=torch.bool), per_type=2)
+    scores = vqa.evaluation_scores(data, model, index, poolings=("sum,pos", "max-norm"))
+    assert set(scores) == set(vqa.MODELS)
+    summary = vqa.summarise_scores(scores, data.qtypes[index])
+    a, b = "Gradient", "LRP γ"
+    key = f"sum,pos|{a}|{b}|mass_single" if a < b else f"sum,pos|{b}|{a}|mass_single"
+    diff = summary["paired"][key][0]
+    ma = summary["mean"][f"trained|sum,pos|{a}|mass_single"][0]
+    mb = summary["mean"][f"trained|sum,pos|{b}|mass_single"][0]
+    assert diff == pytest.approx(ma - mb if a < b else mb - ma)
+    # the controls do not depend on the model
+    for m in ("random f, g", "random f, g, CNN"):
+        assert summary["vs_random"][f"{m}|max-norm|image|mass_all"][0] == 0
+    nested = {part: vqa._nest(v) for part, v in summary.items()}
+    assert {part: vqa._flatten(v, 4) for part, v in nested.items()} == summary
+
+
+def test_cached_table_matches_the_shipped_model(shipped):
+    table = vqa.load_evaluation_table()
+    assert table["n"] == 5 * table["per_type"] >= 1000
+    test = cl.load_clevr_lite("test")
+    index = torch.tensor(table["index"])
+    rows = vqa.check_rows(table["per_type"], table["check"])
+    method = {"LRP γ + z^B": vqa.METHODS["LRP γ + z^B"]}
+    live = vqa.evaluate_explanations(shipped, test, index[rows], methods=method,
+                                     target="answer")["LRP γ + z^B"]["mass_single"]
+    cached = table["check_mean"]["trained|sum,pos|LRP γ + z^B|mass_single"][0]
+    assert live.mean().item() == pytest.approx(cached, abs=2e-5)
