@@ -25,10 +25,13 @@ __all__ = [
     "draw_architecture",
     "draw_pairs",
     "grid",
+    "HEAT",
     "heatmap",
     "overlay",
     "plot_question",
+    "question_figure",
     "relative_luminance",
+    "scene_overlay",
     "symmetric_limit",
     "text_colour",
     "to_map",
@@ -370,47 +373,325 @@ def words_html(
 # --------------------------------------------------------------------------- figures of chapter 8
 
 
+def _luminance(image: Any) -> np.ndarray:
+    """The ``(H, W)`` luminance ``0.299 R + 0.587 G + 0.114 B`` of a ``(3, H, W)`` image."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().double().numpy()
+    array = np.asarray(image, dtype=np.float64)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3 and array.shape[0] in (1, 3):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim != 3 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"image must have shape (3, H, W) or (H, W); got {np.shape(image)}")
+    if array.shape[-1] == 1:
+        return array[..., 0]
+    return array @ np.array([0.299, 0.587, 0.114])
+
+
+def _pooled(relevance: Any, pooling: str) -> np.ndarray:
+    """Channel-pool ``(C, H, W)`` (or ``(1, C, H, W)``) relevance, or pool an ``(H, W)`` map
+    as one channel, with :func:`lrp_teach.evaluation.pool` (in the relevance's precision)."""
+    from .evaluation import pool
+
+    r = torch.as_tensor(relevance).detach().cpu()
+    if not r.is_floating_point():
+        r = r.double()
+    if r.dim() == 4 and r.shape[0] == 1:
+        r = r[0]
+    if r.dim() not in (2, 3):
+        raise ValueError(f"relevance must have shape (C, H, W) or (H, W); got {tuple(r.shape)}")
+    return pool(r[None], pooling)[0].numpy()
+
+
+#: Sequential colormap of :func:`scene_overlay`: the bright part of matplotlib's "hot"
+#: (dark red - red - orange - yellow), which stands out on a grey scene.
+HEAT = LinearSegmentedColormap.from_list("heat", plt.get_cmap("hot")(np.linspace(0.2, 0.92, 256)))
+
+
+def scene_overlay(
+    ax: Axes,
+    image: Any,
+    relevance: Any,
+    *,
+    pooling: str = "sum,pos",
+    vmax: float | None = None,
+    colorbar: bool = True,
+    title: str | None = None,
+    alpha: float = 0.9,
+    cmap: Any = None,
+) -> Axes:
+    """Draw pooled relevance over a grey-scale scene, in the style of CLEVR-XAI.
+
+    The scene is shown by its luminance in grey; the channel-pooled relevance (one
+    non-negative value per pixel, :func:`lrp_teach.evaluation.pool`) is drawn on top with a
+    sequential colormap whose opacity grows with the value: zero is transparent and shows the
+    scene, ``vmax`` is drawn at opacity ``alpha``. One sees which object lights up.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        Where to draw.
+    image : tensor or array
+        ``(3, H, W)`` scene in ``[0, 1]`` (``(1, 3, H, W)`` and ``(H, W)`` are accepted).
+    relevance : tensor or array
+        ``(C, H, W)`` pixel relevance, pooled over channels with ``pooling``, or an
+        ``(H, W)`` map (e.g. Grad-CAM), pooled as one channel.
+    pooling : str
+        One of :data:`lrp_teach.evaluation.POOLINGS`.
+    vmax : float, optional
+        Value drawn with the full colour and opacity; defaults to the map's maximum.
+    colorbar : bool
+        Add a colour bar labelled ``"relevance (<pooling>)"``.
+    title : str, optional
+        Axes title.
+    alpha : float
+        Opacity at ``vmax``.
+    cmap : colormap or str, optional
+        Sequential colormap; defaults to :data:`HEAT`.
+
+    Returns
+    -------
+    matplotlib Axes
+        ``ax``; ``ax.images[0]`` is the scene, ``ax.images[1]`` (absent for an all-zero map)
+        the pooled relevance, whose ``get_array()`` is the pooled map.
+    """
+    grey = _luminance(image)
+    heat = _pooled(relevance, pooling)
+    if heat.shape != grey.shape:
+        raise ValueError(f"image {grey.shape} and relevance {heat.shape} must have the same size")
+    cmap = HEAT if cmap is None else plt.get_cmap(cmap)
+    ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    top = float(heat.max()) if heat.size else 0.0
+    limit = float(vmax) if vmax is not None and vmax > 0 else top
+    norm = plt.Normalize(0.0, limit if limit > 0 else 1.0)
+    if limit > 0 and top > 0:
+        opacity = alpha * np.clip(heat / limit, 0.0, 1.0)
+        ax.imshow(heat, cmap=cmap, norm=norm, alpha=opacity, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    if colorbar:
+        mappable = plt.cm.ScalarMappable(cmap=cmap, norm=norm)
+        bar = ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+        bar.set_label(f"relevance ({pooling})", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        ticks = [0.0, norm.vmax / 2, norm.vmax]
+        bar.set_ticks(ticks)
+        bar.ax.set_yticklabels(["0"] + [f"{t:.2g}" for t in ticks[1:]])
+    return ax
+
+
 def plot_question(ax, words: list[str], relevance, *, vmax: float | None = None,
-                  y: float = 0.5, fontsize: int = 9) -> None:
+                  y: float = 0.5, fontsize: int = 9, colorbar: bool = False) -> list:
     """Write ``words`` on ``ax`` as boxes coloured by ``relevance`` (red +, blue -).
 
     The colour scale is :data:`lrp_teach.plot.CMAP` on ``[-vmax, vmax]`` (default
-    ``max |R|``), the colours of :func:`lrp_teach.plot.words_html`, for a static figure.
+    ``max |R|``), the colours of :func:`lrp_teach.plot.words_html`, for a static figure. The
+    text of each box is black or white, whichever contrasts more with the box
+    (:func:`text_colour`). Words that would run past the right edge of ``ax`` go onto a new
+    line; the block of lines is centred vertically at ``y`` (axes coordinates).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        Where to write; its axis is switched off.
+    words : list of str
+        The question's words.
+    relevance : sequence of float or tensor
+        One relevance per word (further values, e.g. padding, are ignored).
+    vmax : float, optional
+        Relevance that gets the full colour; defaults to ``max |R|``.
+    y : float
+        Vertical centre of the text block in axes coordinates.
+    fontsize : int
+        Font size of the words.
+    colorbar : bool
+        Add a small horizontal colour bar for the words' scale at the bottom of ``ax``.
+
+    Returns
+    -------
+    list of matplotlib Text
+        One per word, in order.
     """
     values = [float(v) for v in torch.as_tensor(relevance).reshape(-1)[:len(words)]]
     if len(values) != len(words):
         raise ValueError(f"{len(words)} words but {len(values)} relevances")
     limit = vmax or max(max((abs(v) for v in values), default=0.0), 1e-12)
     ax.set_axis_off()
-    x = 0.0
-    renderer = ax.figure.canvas.get_renderer()
+    figure = ax.figure
+    renderer = figure.canvas.get_renderer()
+    to_axes = ax.transAxes.inverted()
+    pad = 0.25 * fontsize * figure.dpi / 72  # the box's padding, in pixels
+    box_w, box_h = to_axes.transform((2 * pad, 2 * pad)) - to_axes.transform((0, 0))
+    gap = box_w + 0.4 * box_w  # between two boxes: both paddings and a little space
+    texts, rows, x, line_height = [], [[]], 0.0, 0.0
     for word, value in zip(words, values, strict=True):
         colour = CMAP(0.5 + 0.5 * max(-1.0, min(1.0, value / limit)))
-        text = ax.text(x, y, word, transform=ax.transAxes, fontsize=fontsize, va="center",
-                       bbox={"boxstyle": "round,pad=0.2", "fc": colour, "ec": "none"})
-        box = text.get_window_extent(renderer=renderer).transformed(ax.transAxes.inverted())
-        x += box.width + 0.03
+        text = ax.text(0.0, y, word, transform=ax.transAxes, fontsize=fontsize, va="center",
+                       color=text_colour(colour[:3]),
+                       bbox={"boxstyle": "round,pad=0.25", "fc": colour, "ec": "none"})
+        extent = text.get_window_extent(renderer=renderer).transformed(to_axes)
+        line_height = max(line_height, extent.height + box_h)
+        if rows[-1] and x + extent.width > 1.0:
+            rows.append([])
+            x = 0.0
+        rows[-1].append((text, x))
+        texts.append(text)
+        x += extent.width + gap
+    step = 1.25 * line_height
+    first = y + step * (len(rows) - 1) / 2
+    for k, row in enumerate(rows):
+        for text, left in row:
+            text.set_position((left + box_w / 2, first - k * step))
+    if colorbar:
+        cax = ax.inset_axes([0.3, 0.04, 0.4, 0.05])
+        mappable = plt.cm.ScalarMappable(cmap=CMAP, norm=plt.Normalize(-limit, limit))
+        bar = figure.colorbar(mappable, cax=cax, orientation="horizontal")
+        bar.set_label("word relevance", fontsize=7, labelpad=1)
+        bar.ax.tick_params(labelsize=6, length=2, pad=1)
+        bar.set_ticks([-limit, 0.0, limit])
+        bar.ax.set_xticklabels([f"{-limit:.2g}", "0", f"{limit:.2g}"])
+    return texts
 
 
-def draw_pairs(ax, pair_relevance: torch.Tensor, top: int = 3, colour: str = "black") -> None:
+def _cell_centre(index: int, grid: int, cell: int) -> tuple[float, float]:
+    """``(x, y)`` pixel coordinates of the centre of grid cell ``index`` (row-major)."""
+    row, col = divmod(index, grid)
+    centre = (cell - 1) / 2
+    return col * cell + centre, row * cell + centre
+
+
+def draw_pairs(ax, pair_relevance: torch.Tensor, top: int = 3, colour: str = "black", *,
+               symmetric: bool = False, labels: bool = True) -> list[tuple[int, int, float]]:
     """Draw the ``top`` most relevant pairs ``(i, j)``, ``i != j``, as lines between cells.
 
-    ``pair_relevance`` is one question's ``(N, N)`` map (:attr:`VQARelevance.pairs`); the
-    most relevant pair gets the widest line.
+    ``pair_relevance`` is one question's ``(N, N)`` map (:attr:`VQARelevance.pairs`) over the
+    ``N = 16`` cells of the ``4 x 4`` grid of a ``48 x 48`` image axes. Line widths are
+    proportional to the pair's relevance relative to the most relevant one,
+    ``max(0.5, 1 + 5 R / R_max)`` points, so the most relevant pair gets the widest line.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        An axes showing the image in pixel coordinates (e.g. after ``imshow``).
+    pair_relevance : tensor
+        ``(N, N)`` relevance of the ordered pairs ``(i, j)``.
+    top : int
+        Number of pairs to draw.
+    colour : str
+        Colour of the lines.
+    symmetric : bool
+        Rank unordered pairs ``{i, j}`` by ``R_ij + R_ji`` instead of ordered pairs; with
+        ordered pairs both ``(i, j)`` and ``(j, i)`` may be drawn (their labels differ in
+        place: each sits a third of the way from the pair's first cell).
+    labels : bool
+        Write the rank (1 = most relevant) in a small circle on each line.
+
+    Returns
+    -------
+    list of (int, int, float)
+        The drawn pairs ``(i, j, R)``, most relevant first.
     """
     from .datasets.clevr_lite import CELL
 
-    r = pair_relevance.detach().clone().double()
-    r.fill_diagonal_(-float("inf"))
-    flat = r.flatten().topk(top).indices
+    r = torch.as_tensor(pair_relevance).detach().cpu().clone().double()
     n = r.shape[0]
     grid = int(round(n ** 0.5))
-    for rank, k in enumerate(flat.tolist()):
-        i, j = divmod(k, n)
-        (yi, xi), (yj, xj) = divmod(i, grid), divmod(j, grid)
-        centre = (CELL - 1) / 2
-        ax.plot([xi * CELL + centre, xj * CELL + centre], [yi * CELL + centre, yj * CELL + centre],
-                color=colour, lw=3.0 - 0.7 * rank, alpha=0.9, marker="o", ms=3)
+    if symmetric:
+        r = r + r.T
+        r = r.masked_fill(~torch.ones(n, n, dtype=torch.bool).triu(1), -float("inf"))
+        available = n * (n - 1) // 2
+    else:
+        r.fill_diagonal_(-float("inf"))
+        available = n * (n - 1)
+    k = max(0, min(int(top), available))
+    best = r.flatten().topk(k)
+    pairs = [(*divmod(int(f), n), float(v)) for f, v in zip(best.indices, best.values,
+                                                            strict=True)]
+    scale = max((abs(v) for *_, v in pairs), default=0.0) or 1.0
+    for rank, (i, j, value) in enumerate(pairs, start=1):
+        (xi, yi), (xj, yj) = _cell_centre(i, grid, CELL), _cell_centre(j, grid, CELL)
+        width = max(0.5, 1.0 + 5.0 * value / scale)
+        ax.plot([xi, xj], [yi, yj], color=colour, lw=width, alpha=0.9, solid_capstyle="round",
+                marker="o", ms=3 + width / 2, zorder=3)
+        if labels:
+            t = 0.5 if symmetric else 1 / 3
+            ax.text(xi + t * (xj - xi), yi + t * (yj - yi), str(rank), fontsize=6,
+                    ha="center", va="center", color="black", zorder=4,
+                    bbox={"boxstyle": "circle,pad=0.15", "fc": "white", "ec": colour, "lw": 0.8})
+    return pairs
+
+
+def question_figure(
+    image: Any,
+    words: list[str],
+    pixel_relevance: Any,
+    word_relevance: Any,
+    pair_relevance: Any = None,
+    *,
+    title: str | None = None,
+    pooling: str = "sum,pos",
+    answer: str | None = None,
+) -> Figure:
+    """One question at a glance: the scene, its pooled relevance and the coloured question.
+
+    Three panels: the scene in colour; :func:`scene_overlay` of ``pixel_relevance`` with its
+    colour bar (and, when ``pair_relevance`` is given, the three most relevant unordered cell
+    pairs by :func:`draw_pairs` with ``symmetric=True``); and the question by
+    :func:`plot_question`, wrapped, with its word colour bar and the ``answer`` under it.
+
+    Parameters
+    ----------
+    image : tensor or array
+        ``(3, 48, 48)`` scene in ``[0, 1]``.
+    words : list of str
+        The question's words.
+    pixel_relevance : tensor or array
+        ``(3, 48, 48)`` (or ``(48, 48)``) pixel relevance.
+    word_relevance : sequence of float or tensor
+        One relevance per word.
+    pair_relevance : tensor, optional
+        ``(16, 16)`` relevance of the object pairs.
+    title : str, optional
+        Figure title.
+    pooling : str
+        Channel pooling of the overlay (:func:`lrp_teach.evaluation.pool`).
+    answer : str, optional
+        Written under the question.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    figure = plt.figure(figsize=(9.0, 3.0))
+    top = 0.86 if title else 0.92
+    spec = figure.add_gridspec(1, 3, width_ratios=[1.0, 1.12, 1.4], left=0.02, right=0.98,
+                               bottom=0.06, top=top, wspace=0.3)
+    scene_ax, heat_ax, text_ax = (figure.add_subplot(spec[0, k]) for k in range(3))
+    colour = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+    colour = np.asarray(colour, dtype=np.float64)
+    scene_ax.imshow(np.clip(np.moveaxis(colour, 0, -1), 0, 1), interpolation="nearest")
+    scene_ax.set_xticks([])
+    scene_ax.set_yticks([])
+    scene_ax.set_title("scene", fontsize=10)
+    scene_overlay(heat_ax, image, pixel_relevance, pooling=pooling,
+                  title="pixel relevance" + (" and top pairs" if pair_relevance is not None
+                                             else ""))
+    if pair_relevance is not None:
+        draw_pairs(heat_ax, torch.as_tensor(pair_relevance), top=3, colour="#00b4ff",
+                   symmetric=True)
+    text_ax.set_title("question (word relevance)", fontsize=10)
+    plot_question(text_ax, list(words), word_relevance, y=0.62, fontsize=10, colorbar=True)
+    if answer is not None:
+        text_ax.text(0.5, 0.25, f"answer: {answer}", transform=text_ax.transAxes,
+                     ha="center", va="center", fontsize=10, fontweight="bold")
+    if title:
+        figure.suptitle(title, fontsize=11)
+    return figure
 
 
 def draw_architecture(ax) -> None:
