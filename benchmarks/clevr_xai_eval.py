@@ -23,7 +23,7 @@ import time
 import torch
 
 import lrp_teach as lt
-from lrp_teach.vqa import EVALUATION_FILE, evaluation_table
+from lrp_teach.vqa import EVALUATION_FILE, evaluation_table, load_evaluation_table
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     table = evaluation_table(args.per_type, args.check)
     path = lt.pretrained.data_dir() / EVALUATION_FILE
     path.write_text(json.dumps(table, indent=0, sort_keys=True) + "\n")
-    mean = table["all"]["mean"]
+    mean = load_evaluation_table()["all"]["mean"]
     for key, (m, se) in mean.items():
         model, pooling, method, score = key.split("|")
         if pooling == "sum,pos" and score in ("mass_single", "share_single"):

@@ -76,12 +76,17 @@ class RelationNetwork(nn.Module):
         Widths of the MLPs ``g`` and ``f`` (two layers, the second gives the logits).
     g_layers : int
         Number of ``Linear/ReLU`` layers of ``g`` (at least 1).
+    pair_geometry : bool
+        Append to every pair the constant :math:`(x_j - x_i, y_j - y_i, \\lVert \\cdot
+        \\rVert)` of its two cells (:attr:`pair_coords`), so that ``g`` reads the distance of
+        the pair directly instead of computing it from the four coordinates.
     """
 
     def __init__(self, vocab_size: int = len(VOCAB), n_answers: int = len(ANSWERS),
                  channels: tuple[int, int, int] = (16, 24, 24), embed: int = 32,
                  question: int = 64, g_units: int = 64, f_units: int = 64,
-                 g_layers: int = 2, pair_scale: float | None = None) -> None:
+                 g_layers: int = 2, pair_geometry: bool = False,
+                 pair_scale: float | None = None) -> None:
         super().__init__()
         #: The pair outputs are summed and multiplied by ``pair_scale`` (default ``1/N``).
         self.pair_scale = 1.0 / GRID ** 2 if pair_scale is None else float(pair_scale)
@@ -95,7 +100,10 @@ class RelationNetwork(nn.Module):
         self.object_size = c3 + 2
         if int(g_layers) < 1:
             raise ValueError(f"g_layers must be at least 1, got {g_layers!r}")
-        g: list[nn.Module] = [nn.Linear(2 * self.object_size + question, g_units), nn.ReLU()]
+        self.pair_geometry = bool(pair_geometry)
+        self.geometry_size = 3 if self.pair_geometry else 0
+        g: list[nn.Module] = [nn.Linear(2 * self.object_size + question + self.geometry_size,
+                                        g_units), nn.ReLU()]
         for _ in range(int(g_layers) - 1):
             g += [nn.Linear(g_units, g_units), nn.ReLU()]
         self.g = nn.Sequential(*g)
@@ -105,10 +113,14 @@ class RelationNetwork(nn.Module):
                                 indexing="ij")
         self.register_buffer("coords", torch.stack([xs, ys], -1).reshape(-1, 2),
                              persistent=False)
+        delta = self.coords[None, :, :] - self.coords[:, None, :]     # (N, N, 2): c_j - c_i
+        self.register_buffer("pair_coords", torch.cat([delta, delta.norm(dim=-1, keepdim=True)],
+                                                      -1), persistent=False)
         # parameter-free markers: the engine reads the relevance of the objects and of the
         # question code at their outputs (lt.attribute(..., at=["object_code", ...]))
         self.object_code = nn.Identity()
         self.question_code = nn.Identity()
+        self.pair_code = nn.Identity()
 
     # ----------------------------------------------------------------- pieces
     def objects(self, image: Tensor, features: Tensor | None = None) -> Tensor:
@@ -127,12 +139,20 @@ class RelationNetwork(nn.Module):
         return out[torch.arange(len(tokens)), lengths.long() - 1]
 
     def pair_tensor(self, objects: Tensor, q: Tensor) -> Tensor:
-        """``[o_i; o_j; q]`` for every ordered pair of objects, ``(B, N, N, 2(C + 2) + H)``."""
+        """``[o_i; o_j; q]`` (and the pair's geometry) for every ordered pair of objects.
+
+        Shape ``(B, N, N, 2(C + 2) + H)``, plus 3 with ``pair_geometry``. The result passes
+        the parameter-free marker ``pair_code``, where :func:`explain` reads the relevance of
+        the geometry.
+        """
         b, n, d = objects.shape
         o_i = objects[:, :, None, :].expand(b, n, n, d)
         o_j = objects[:, None, :, :].expand(b, n, n, d)
         q_ij = q[:, None, None, :].expand(b, n, n, q.shape[-1])
-        return torch.cat([o_i, o_j, q_ij], -1)
+        parts = [o_i, o_j, q_ij]
+        if self.pair_geometry:
+            parts.append(self.pair_coords.to(objects).expand(b, n, n, 3))
+        return self.pair_code(torch.cat(parts, -1))
 
     def pair_input(self, objects: Tensor, q: Tensor) -> Tensor:
         """``g``'s first pre-activation for every pair, ``(B, N, N, units)``."""
@@ -152,9 +172,11 @@ class RelationNetwork(nn.Module):
         o = self.objects(image)
         q = self.question(tokens, lengths)
         first, d = self.g[0], self.object_size
-        w1, w2, w3 = first.weight.split([d, d, q.shape[-1]], dim=1)
+        w1, w2, w3, w4 = first.weight.split([d, d, q.shape[-1], self.geometry_size], dim=1)
         h = ((o @ w1.T)[:, :, None] + (o @ w2.T)[:, None, :]
              + (nn.functional.linear(q, w3, first.bias))[:, None, None])
+        if self.pair_geometry:
+            h = h + (self.pair_coords.to(o) @ w4.T)[None]
         return self.f(self.g[1:](h).sum((1, 2)) * self.pair_scale)
 
     def forward(self, image: Tensor, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -249,7 +271,8 @@ class VQARelevance:
     logit, target : Tensor
         The explained logit and answer index, ``(B,)``.
     stages : dict of str to Tensor
-        The total relevance ``(B,)`` at each stage, from the logit down to pixels and words.
+        The total relevance ``(B,)`` at each stage, from the logit down to pixels and words;
+        ``"geometry"`` is the relevance of the pairs' geometry (0 without ``pair_geometry``).
     """
 
     pixels: Tensor
@@ -294,7 +317,7 @@ class VQARelevance:
 #: The stages of the bookkeeping and, for each part, the stage above and below it.
 PARTS = {
     "f (eps)": ("logit", "pairs"),
-    "g (eps)": ("pairs", "objects + question"),
+    "g (eps)": ("pairs", "g input"),
     "CNN (z^B + gamma, or cnn_composite)": ("cells", "pixels"),
     "LSTM (signal-take-all)": ("question", "words"),
 }
@@ -386,14 +409,18 @@ def explain(model: RelationNetwork, image: Tensor, tokens: Tensor, lengths: Tens
                           by_name=by_name,
                           first=None if cnn_composite is not None else ZBox(low, high))
     res = attribute(work, (image, tokens, lengths), target, composite,
-                    at=("object_code", "question_code", "g"))
+                    at=("object_code", "question_code", "g")
+                    + (("pair_code",) if work.pair_geometry else ()))
     pixels, words = res.inputs[0], res.inputs[1]
     r_objects, r_q = res.at["object_code"], res.at["question_code"]
     r_pairs = res.at["g"].sum(-1)
+    r_geometry = (res.at["pair_code"][..., -work.geometry_size:].sum((1, 2, 3))
+                  if work.pair_geometry else torch.zeros_like(res.logit))
     stages = {
         "logit": res.logit,
         "pairs": r_pairs.sum((1, 2)),
-        "objects + question": r_objects.sum((1, 2)) + r_q.sum(1),
+        "g input": r_objects.sum((1, 2)) + r_q.sum(1) + r_geometry,
+        "geometry": r_geometry,
         "cells": r_objects[..., :-2].sum((1, 2)),
         "coordinates": r_objects[..., -2:].sum((1, 2)),
         "question": r_q.sum(1),
@@ -518,7 +545,12 @@ def _baseline(name: str):
         if name == "Integrated Gradients":
             kwargs = {"steps": 16, "batch_size": 16 * len(image)}
         elif name == "SmoothGrad":
-            kwargs = {"samples": 16, "batch_size": 16 * len(image)}
+            # one call per question: the noise of a question does not depend on its batch
+            each = (lambda k: target[k:k + 1]) if isinstance(target, Tensor) and target.dim() \
+                else (lambda k: target)
+            return torch.cat([fn(model, (image[k:k + 1], tokens[k:k + 1], lengths[k:k + 1]),
+                                 each(k), samples=16, batch_size=16)
+                              for k in range(len(image))])
         return fn(model, (image, tokens, lengths), target, **kwargs)
 
     return run

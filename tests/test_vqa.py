@@ -146,10 +146,30 @@ def test_conservation_without_biases(data, bias_free_model):
     # the γ and z^B rules keep their default stabilizer 1e-6, hence atol 1e-6
     assert torch.allclose(total, R.logit, rtol=0, atol=1e-6)
     assert torch.allclose(s["pairs"], R.logit, rtol=0, atol=1e-8)
-    assert torch.allclose(s["objects + question"], s["pairs"], rtol=0, atol=1e-8)
+    assert torch.allclose(s["g input"], s["pairs"], rtol=0, atol=1e-8)
     assert torch.allclose(s["pixels"], s["cells"], rtol=0, atol=1e-6)
     assert torch.allclose(s["words"], s["question"], rtol=0, atol=1e-8)
     assert bool((R.logit.abs() > 1e-3).all())
+
+
+def test_conservation_with_pair_geometry(data):
+    """The pair geometry is a constant input of g: it keeps its relevance, reported apart."""
+    torch.manual_seed(4)
+    model = vqa.RelationNetwork(pair_geometry=True, g_layers=3, g_units=32).eval().double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "bias" in name:
+                p.zero_()
+    image, tokens, lengths, _ = data.batch(torch.arange(5))
+    R = vqa.explain(model, image.double(), tokens, lengths, epsilon=1e-9, lstm_epsilon=1e-9)
+    s = R.stages
+    assert bool((s["geometry"].abs() > 1e-6).all())
+    torch.testing.assert_close(s["g input"], s["pairs"], rtol=0, atol=1e-8)
+    torch.testing.assert_close(s["pixels"] + s["coordinates"] + s["words"] + s["geometry"],
+                               R.logit, rtol=0, atol=1e-6)
+    assert model.g[0].in_features == 2 * model.object_size + 64 + 3
+    torch.testing.assert_close(model.pair_coords[1, 0], torch.tensor(
+        [-2 / 3, 0.0, 2 / 3], dtype=torch.float64))          # cell 0 sits left of cell 1
 
 
 def test_bookkeeping_is_consistent(data, random_model):
@@ -159,7 +179,7 @@ def test_bookkeeping_is_consistent(data, random_model):
     assert torch.allclose(R.logit, out.max(1).values)
     assert torch.allclose(R.pairs.sum((1, 2)), R.stages["pairs"])
     assert torch.allclose(R.objects.sum((1, 2)) + R.question.sum(1),
-                          R.stages["objects + question"])
+                          R.stages["g input"])
     assert torch.allclose(R.coordinates, R.stages["coordinates"])
     assert torch.allclose(R.image_map.sum((1, 2)), R.stages["pixels"])
     pad = torch.arange(tokens.shape[1])[None] >= lengths[:, None]
