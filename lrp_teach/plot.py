@@ -444,7 +444,7 @@ def scene_overlay(
     vmax : float, optional
         Value drawn with the full colour and opacity; defaults to the map's maximum.
     colorbar : bool
-        Add a colour bar labelled ``"relevance (<pooling>)"``.
+        Add a colour bar labelled with the pooling.
     title : str, optional
         Axes title.
     alpha : float
@@ -477,7 +477,7 @@ def scene_overlay(
     if colorbar:
         mappable = plt.cm.ScalarMappable(cmap=cmap, norm=norm)
         bar = ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
-        bar.set_label(f"relevance ({pooling})", fontsize=8)
+        bar.set_label(pooling, fontsize=7, labelpad=2)
         bar.ax.tick_params(labelsize=7)
         ticks = [0.0, norm.vmax / 2, norm.vmax]
         bar.set_ticks(ticks)
@@ -572,7 +572,7 @@ def draw_pairs(ax, pair_relevance: torch.Tensor, top: int = 3, colour: str = "bl
     ``pair_relevance`` is one question's ``(N, N)`` map (:attr:`VQARelevance.pairs`) over the
     ``N = 16`` cells of the ``4 x 4`` grid of a ``48 x 48`` image axes. Line widths are
     proportional to the pair's relevance relative to the most relevant one,
-    ``max(0.5, 1 + 5 R / R_max)`` points, so the most relevant pair gets the widest line.
+    ``max(0.5, 0.5 + 3 R / R_max)`` points, so the most relevant pair gets the widest line.
 
     Parameters
     ----------
@@ -615,8 +615,8 @@ def draw_pairs(ax, pair_relevance: torch.Tensor, top: int = 3, colour: str = "bl
     scale = max((abs(v) for *_, v in pairs), default=0.0) or 1.0
     for rank, (i, j, value) in enumerate(pairs, start=1):
         (xi, yi), (xj, yj) = _cell_centre(i, grid, CELL), _cell_centre(j, grid, CELL)
-        width = max(0.5, 1.0 + 5.0 * value / scale)
-        ax.plot([xi, xj], [yi, yj], color=colour, lw=width, alpha=0.9, solid_capstyle="round",
+        width = max(0.5, 0.5 + 3.0 * value / scale)
+        ax.plot([xi, xj], [yi, yj], color=colour, lw=width, alpha=0.8, solid_capstyle="round",
                 marker="o", ms=3 + width / 2, zorder=3)
         if labels:
             t = 0.5 if symmetric else 1 / 3
@@ -694,8 +694,11 @@ def question_figure(
     return figure
 
 
-def draw_architecture(ax) -> None:
-    """Draw the relation network's anatomy as a block diagram on ``ax``."""
+def draw_architecture(ax, pair_geometry: bool = False) -> None:
+    """Draw the relation network's anatomy as a block diagram on ``ax``.
+
+    With ``pair_geometry``, ``g`` also reads each pair's geometry ``c_ij``.
+    """
     boxes = {
         "image": ("image\n3 x 48 x 48", 0.04, 0.75),
         "cnn": ("CNN\n3 x (conv, BN, ReLU)", 0.21, 0.75),
@@ -703,7 +706,8 @@ def draw_architecture(ax) -> None:
         "words": ("question\nwords", 0.04, 0.2),
         "lstm": ("Embedding\n+ LSTM", 0.21, 0.2),
         "q": ("q\n64 units", 0.44, 0.2),
-        "g": ("g(o_i, o_j, q)\nall 16 x 16 pairs", 0.66, 0.48),
+        "g": (("g(o_i, o_j, q, c_ij)" if pair_geometry else "g(o_i, o_j, q)")
+              + "\nall 16 x 16 pairs", 0.66, 0.48),
         "sum": ("sum / N", 0.82, 0.48),
         "f": ("f\nanswer logits", 0.95, 0.48),
     }
