@@ -4,6 +4,31 @@
 (Adam, linear warm-up then cosine decay of the learning rate, mini-batches drawn by a seeded
 generator), evaluates on the generated test split per question type, and ships the weights
 with :func:`lrp_teach.pretrained.save`. Progress is printed as it goes.
+
+What it took (accuracies on the validation or test split, measured while building chapter 8):
+
+* The first shipped model (``g`` two layers of 64 units, black scenes, 120,000 steps) reached
+  1.0 on shape, left and count questions but 0.624 on "closest" and 0.813 on "furthest". Its
+  errors were not near-ties: only 0.6% of the closest questions tie on the grid of cells, and its
+  accuracy did not grow with the distance of the closest object. It was not overfitting (0.634 on
+  closest questions of training scenes). Of its 715 wrong closest answers, 574 named the shape of
+  the runner-up.
+* On the scenes with a floor, ``g`` of three layers of 128 units and ``f`` of 128 (80,000
+  steps) first sat for about 22,000 steps on a plateau where it answered from the scene's shapes
+  without binding the colour word to an object (a linear probe found the cells' colour in the CNN
+  features only 88% of the time, their shape 100%), then learned the non-relational and count
+  questions. On closest questions its accuracy did not depend on how much nearer the answer was
+  than the runner-up (0.59 for a gap of 4-6 pixels, 0.57 for more than 12, after 28,000 steps):
+  it had not learned the relation, not merely confused near-ties. It ended at test accuracy
+  0.814 on relational questions (closest 0.602, furthest 0.736, count 1.0).
+* ``g`` of two layers of 256 units (learning rate 1e-3) and of two layers of 128 (1e-3) were
+  stopped on the first plateau, after 8,000 and 16,000 steps.
+* The shipped configuration, :data:`CONFIG`, gives ``g`` the geometry of each pair of cells
+  (``pair_geometry=True``: their offset and distance, a constant input of ``g``), so that ``g``
+  need not compute a distance from four coordinates. In 60,000 steps it reached 0.887 on
+  relational questions: furthest 0.969 and count 1.0, but closest only 0.621. The accuracies are
+  in the manifest. Closest stays the open problem; why the sum over pairs followed by ``f``
+  finds the furthest object and not the closest one we have not established.
 """
 
 from __future__ import annotations
@@ -24,8 +49,9 @@ __all__ = ["CONFIG", "accuracy_by_type", "fit_relation_network", "train_clevr_rn
 register("clevr_rn", "lrp_teach.train.clevr:train_clevr_rn")
 
 #: Hyper-parameters of the shipped model.
-CONFIG: dict = {"steps": 120000, "batch_size": 32, "lr": 2e-3, "warmup": 1000,
-                "weight_decay": 1e-5, "every": 4000, "model": {}}
+CONFIG: dict = {"steps": 60000, "batch_size": 32, "lr": 2e-3, "warmup": 1000,
+                "weight_decay": 1e-5, "every": 4000,
+                "model": {"g_units": 128, "f_units": 128, "g_layers": 3, "pair_geometry": True}}
 
 
 @torch.no_grad()
